@@ -1,0 +1,25 @@
+/*
+ * libkd — knowledge distillation for C and C++ trainers.
+ *
+ * Umbrella header: include this one. Sections, in order:
+ *   kd/version.h       version macros and run-time version
+ *   kd/status.h        kd_status, returned by every fallible call
+ *   kd/soft_targets.h  soft targets from teacher logits at a temperature
+ *
+ * Conventions that hold for every function:
+ *   - a fallible function returns kd_status; KD_OK (0) is success; on failure its outputs
+ *     are untouched;
+ *   - output parameters come first for constructors (kd_x_create(&x, ...)), last for kernels;
+ *   - matrices are row-major float32; temperatures are dimensionless and must be > 0;
+ *   - the library never prints, never exits, and holds no global mutable state.
+ *
+ * SPDX-License-Identifier: MIT
+ */
+#ifndef KD_H
+#define KD_H
+
+#include "kd/version.h"
+#include "kd/status.h"
+#include "kd/soft_targets.h"
+
+#endif /* KD_H */
