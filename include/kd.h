@@ -4,7 +4,10 @@
  * Umbrella header: include this one. Sections, in order:
  *   kd/version.h       version macros and run-time version
  *   kd/status.h        kd_status, returned by every fallible call
- *   kd/soft_targets.h  soft targets from teacher logits at a temperature
+ *   kd/allocator.h     the optional host allocator taken by handles
+ *   kd/softmax.h       temperature softmax and log-softmax kernels
+ *   kd/soft_targets.h  soft targets from teacher logits, probabilities or ensembles
+ *   kd/loss.h          the distillation loss handle: losses and gradients
  *
  * Conventions that hold for every function:
  *   - a fallible function returns kd_status; KD_OK (0) is success; on failure its outputs
@@ -20,6 +23,9 @@
 
 #include "kd/version.h"
 #include "kd/status.h"
+#include "kd/allocator.h"
+#include "kd/softmax.h"
 #include "kd/soft_targets.h"
+#include "kd/loss.h"
 
 #endif /* KD_H */

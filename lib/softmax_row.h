@@ -1,13 +1,28 @@
-/* Numerically stable softmax of one row at a temperature. SPDX-License-Identifier: MIT */
+/* Numerically stable softmax pieces for one row of logits at a temperature.
+ * Rows hold at least one finite value and no NaN or +INFINITY; -INFINITY masks a class.
+ * SPDX-License-Identifier: MIT */
 #ifndef KD_LIB_SOFTMAX_ROW_H
 #define KD_LIB_SOFTMAX_ROW_H
 
 #include <stddef.h>
 
-/* out[i] = exp(in[i] / T) / sum_j exp(in[j] / T) for one row of n logits, in which
- * -INFINITY masks a class (probability 0). The row must hold at least one finite value and
- * no NaN or +INFINITY. Computed relative to the row maximum, in double precision; out may be
- * the same pointer as in. */
-void kd_softmax_row(const float *in, size_t n, double temperature, float *out);
+/* The largest of n values. */
+float kd_row_max(const float *x, size_t n);
+
+/* log sum_i exp((x_i - shift) / t), in double; shift is normally kd_row_max(x, n), which keeps
+ * every term in [0, 1] and the sum in [1, n]. */
+double kd_row_log_sum_exp(const float *x, size_t n, double shift, double t);
+
+/* out_i = softmax(x / t)_i; out may be x. */
+void kd_softmax_row(const float *x, size_t n, double t, float *out);
+
+/* out_i = log softmax(x / t)_i = (x_i - max) / t - log sum_j exp((x_j - max) / t); out may be x. */
+void kd_log_softmax_row(const float *x, size_t n, double t, float *out);
+
+/* log(e^a + e^b) without overflow; exact when either is -INFINITY. */
+double kd_log_add_exp(double a, double b);
+
+/* Divides n stored non-negative weights by their sum, given in double. */
+void kd_row_normalize(float *weights, size_t n, double sum);
 
 #endif /* KD_LIB_SOFTMAX_ROW_H */

@@ -4,32 +4,76 @@
 #include <math.h>
 #include <stdint.h>
 
-kd_status kd_check_matrix_size(size_t rows, size_t cols)
+#include "kd/soft_targets.h"
+
+kd_status kd_check_matrix(size_t rows, size_t cols, size_t stride)
 {
     if (rows == 0 || cols == 0)
         return KD_ERROR_ZERO_SIZE;
-    if (rows > (size_t)PTRDIFF_MAX / sizeof(float) / cols)
+    if (stride < cols)
+        return KD_ERROR_SHAPE_MISMATCH;
+    const size_t max_floats = (size_t)PTRDIFF_MAX / sizeof(float);
+    if (cols > max_floats || rows - 1 > (max_floats - cols) / stride)
         return KD_ERROR_SIZE_OVERFLOW;
     return KD_OK;
 }
 
-kd_status kd_check_temperature(float temperature)
+kd_status kd_check_temperature(double temperature)
 {
-    return (isfinite(temperature) && temperature > 0.0f) ? KD_OK : KD_ERROR_INVALID_TEMPERATURE;
+    return (isfinite(temperature) && temperature > 0.0) ? KD_OK : KD_ERROR_INVALID_TEMPERATURE;
 }
 
-kd_status kd_check_masked_logits(const float *logits, size_t rows, size_t cols)
+kd_status kd_check_logit_row(const float *row, size_t n)
+{
+    size_t masked = 0;
+    for (size_t i = 0; i < n; i++) {
+        if (isnan(row[i]) || row[i] == INFINITY)
+            return KD_ERROR_NONFINITE_INPUT;
+        masked += row[i] == -INFINITY;
+    }
+    return masked == n ? KD_ERROR_ALL_MASKED : KD_OK;
+}
+
+kd_status kd_check_logits(const float *logits, size_t rows, size_t cols, size_t stride)
 {
     for (size_t r = 0; r < rows; r++) {
-        const float *row = logits + r * cols;
-        size_t masked = 0;
-        for (size_t i = 0; i < cols; i++) {
-            if (isnan(row[i]) || row[i] == INFINITY)
-                return KD_ERROR_NONFINITE_INPUT;
-            masked += row[i] == -INFINITY;
-        }
-        if (masked == cols)
-            return KD_ERROR_ALL_MASKED;
+        kd_status status = kd_check_logit_row(logits + r * stride, cols);
+        if (status != KD_OK)
+            return status;
     }
+    return KD_OK;
+}
+
+kd_status kd_check_probability_row(const float *row, size_t n, double *sum)
+{
+    double total = 0.0;
+    for (size_t i = 0; i < n; i++) {
+        if (!isfinite(row[i]))
+            return KD_ERROR_NONFINITE_INPUT;
+        if (row[i] < 0.0f)
+            return KD_ERROR_INVALID_PROBABILITIES;
+        total += row[i];
+    }
+    if (!(fabs(total - 1.0) <= KD_PROBABILITY_SUM_TOLERANCE))
+        return KD_ERROR_INVALID_PROBABILITIES;
+    *sum = total;
+    return KD_OK;
+}
+
+kd_status kd_check_weights(const float *weights, size_t count, double *total)
+{
+    if (weights == NULL) {
+        *total = (double)count;
+        return KD_OK;
+    }
+    double sum = 0.0;
+    for (size_t m = 0; m < count; m++) {
+        if (!isfinite(weights[m]) || weights[m] < 0.0f)
+            return KD_ERROR_INVALID_ARGUMENT;
+        sum += weights[m];
+    }
+    if (!(sum > 0.0) || !isfinite(sum))
+        return KD_ERROR_INVALID_ARGUMENT;
+    *total = sum;
     return KD_OK;
 }
