@@ -8,6 +8,10 @@
  *   kd/softmax.h       temperature softmax and log-softmax kernels
  *   kd/soft_targets.h  soft targets from teacher logits, probabilities or ensembles
  *   kd/loss.h          the distillation loss handle: losses and gradients
+ *   kd/model.h         model handles: the built-in dense network, host networks
+ *   kd/optimizer.h     SGD and Adam
+ *   kd/trainer.h       one-call training steps
+ *   kd/checkpoint.h    saving and loading a dense network and its optimizer
  *
  * Conventions that hold for every function:
  *   - a fallible function returns kd_status; KD_OK (0) is success; on failure its outputs
@@ -27,5 +31,9 @@
 #include "kd/softmax.h"
 #include "kd/soft_targets.h"
 #include "kd/loss.h"
+#include "kd/model.h"
+#include "kd/optimizer.h"
+#include "kd/trainer.h"
+#include "kd/checkpoint.h"
 
 #endif /* KD_H */

@@ -15,6 +15,7 @@ typedef struct batch {
     const kd_teacher *teacher; /* NULL: no soft term */
     const int32_t *labels;     /* NULL: no hard term, every row counts */
     size_t rows, classes;
+    double alpha; /* the loss's alpha, or 0 for the trainer's hard-only steps */
     float *values;
     float *grad;
     size_t grad_stride;
@@ -100,7 +101,7 @@ static kd_status run(kd_loss *loss, const batch *b)
         return status;
 
     const double t = loss->param[KD_LOSS_PARAM_TEMPERATURE];
-    const double alpha = loss->param[KD_LOSS_PARAM_ALPHA];
+    const double alpha = b->alpha;
     const double soft_scale = loss->param[KD_LOSS_PARAM_SCALE_T_SQUARED] != 0.0 ? t * t : 1.0;
     const kd_reduction reduction = (kd_reduction)loss->param[KD_LOSS_PARAM_REDUCTION];
     const double row_scale = reduction == KD_REDUCTION_MEAN && counted > 0 ? 1.0 / (double)counted : 1.0;
@@ -183,7 +184,7 @@ kd_status kd_loss_compute(kd_loss *loss, const float *student_logits, size_t stu
     const float *const members[1] = {teacher};
     kd_teacher single = make_teacher(loss, members, 1, NULL, 1.0, teacher_stride);
     batch b = {student_logits, student_stride, teacher == NULL ? NULL : &single, labels, rows,
-               classes, values, grad, grad_stride};
+               classes, loss->param[KD_LOSS_PARAM_ALPHA], values, grad, grad_stride};
     return run(loss, &b);
 }
 
@@ -210,6 +211,15 @@ kd_status kd_loss_compute_ensemble(kd_loss *loss, const float *student_logits,
     kd_teacher ensemble = make_teacher(loss, members, member_count, member_weights, weight_total,
                                        member_stride);
     batch b = {student_logits, student_stride, members == NULL ? NULL : &ensemble, labels, rows,
-               classes, values, grad, grad_stride};
+               classes, loss->param[KD_LOSS_PARAM_ALPHA], values, grad, grad_stride};
+    return run(loss, &b);
+}
+
+kd_status kd_loss_compute_hard(kd_loss *loss, const float *student_logits, const int32_t *labels,
+                               size_t rows, size_t classes, float *values, float *grad)
+{
+    if (loss == NULL || student_logits == NULL || labels == NULL)
+        return KD_ERROR_NULL_POINTER;
+    batch b = {student_logits, classes, NULL, labels, rows, classes, 0.0, values, grad, classes};
     return run(loss, &b);
 }

@@ -22,4 +22,9 @@ struct kd_loss {
  * unchanged). Allocates only when it must grow. */
 kd_status kd_loss_ensure_scratch(kd_loss *loss, size_t classes);
 
+/* The hard loss alone (as if alpha were 0 and there were no teacher) on packed rows, for the
+ * trainer's steps without a teacher; otherwise as kd_loss_compute. */
+kd_status kd_loss_compute_hard(kd_loss *loss, const float *student_logits, const int32_t *labels,
+                               size_t rows, size_t classes, float *values, float *grad);
+
 #endif /* KD_LIB_LOSS_INTERNAL_H */

@@ -1,0 +1,50 @@
+/*
+ * libkd — checkpoints of a dense network and its optimizer.
+ *
+ * The file format (docs/checkpoint-format.md) is versioned, little-endian on every machine,
+ * and ends with a CRC-32 of everything before it. Saving is atomic: the file is written under a
+ * temporary name in the same directory, flushed to disk, then renamed over `path`, so a crash
+ * leaves either the old checkpoint or the new one under the real name, never half of one.
+ * Loading validates every field and every size against the file's actual length before it
+ * allocates anything, so a truncated, corrupt or hostile file gets a status, not a crash or a
+ * huge allocation.
+ *
+ * Threads: a model (and optimizer) being saved must not be used by another thread meanwhile.
+ *
+ * SPDX-License-Identifier: MIT
+ */
+#ifndef KD_CHECKPOINT_H
+#define KD_CHECKPOINT_H
+
+#include "kd/allocator.h"
+#include "kd/export.h"
+#include "kd/model.h"
+#include "kd/optimizer.h"
+#include "kd/status.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* Saves a dense network (its widths, dropout rates, max-norm, random generator state and
+ * parameters) and, if optimizer is not NULL, the optimizer's kind, parameters and state.
+ * Returns KD_OK, KD_ERROR_NULL_POINTER, KD_ERROR_UNSUPPORTED (a host network),
+ * KD_ERROR_SHAPE_MISMATCH (an optimizer sized for another model), KD_ERROR_OUT_OF_MEMORY, or
+ * KD_ERROR_IO (the previous file under `path`, if any, is then intact). */
+KD_API kd_status kd_checkpoint_save(const kd_model *model, const kd_optimizer *optimizer,
+                                    const char *path);
+
+/* Loads a checkpoint into a new model (and, if optimizer is not NULL, a new optimizer: NULL
+ * when the file holds no optimizer state). allocator: for the new handles, NULL for malloc.
+ * Returns KD_OK, KD_ERROR_NULL_POINTER, KD_ERROR_IO (cannot open or read), KD_ERROR_FILE_TRUNCATED,
+ * KD_ERROR_FILE_CORRUPT (bad magic, checksum, field or size), KD_ERROR_FILE_VERSION,
+ * KD_ERROR_INVALID_ARGUMENT (allocator), KD_ERROR_OUT_OF_MEMORY; on failure *model and
+ * *optimizer are untouched. */
+KD_API kd_status kd_checkpoint_load(kd_model **model, kd_optimizer **optimizer, const char *path,
+                                    const kd_allocator *allocator);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif /* KD_CHECKPOINT_H */

@@ -1,0 +1,446 @@
+/* Checkpoints of a dense network and its optimizer: the format is in
+ * docs/checkpoint-format.md. SPDX-License-Identifier: MIT */
+#define _POSIX_C_SOURCE 200809L
+
+#include "kd/checkpoint.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "alloc.h"
+#include "crc32.h"
+#include "model_internal.h"
+#include "optimizer_internal.h"
+
+static const unsigned char magic[8] = {'K', 'D', 'C', 'K', 'P', 'T', '\r', '\n'};
+enum {
+    FORMAT_VERSION = 1,
+    FLAG_OPTIMIZER = 1,
+    MAX_LAYER_COUNT = 4096,
+    /* Fixed-size parts, in bytes. */
+    HEADER_BYTES = 8 + 4 + 4 + 8,    /* magic, version, flags, layer count */
+    SETTINGS_BYTES = 3 * 8 + 4 * 8 + 8, /* model parameters, generator state, parameter count */
+    OPTIMIZER_BYTES = 4 + 4 + KD_OPTIMIZER_PARAM_COUNT * 8 + 8, /* kind, reserved, params, steps */
+    CRC_BYTES = 4
+};
+#define MAX_WIDTH ((uint64_t)1 << 28)
+
+/* --- writing ------------------------------------------------------------------------------ */
+
+typedef struct writer {
+    FILE *file;
+    uint32_t crc;
+    int failed;
+} writer;
+
+static void put_bytes(writer *w, const void *data, size_t n)
+{
+    w->crc = kd_crc32(w->crc, data, n);
+    if (!w->failed && fwrite(data, 1, n, w->file) != n)
+        w->failed = 1;
+}
+
+static void put_u32(writer *w, uint32_t v)
+{
+    unsigned char b[4];
+    for (int i = 0; i < 4; i++)
+        b[i] = (unsigned char)(v >> (8 * i));
+    put_bytes(w, b, sizeof b);
+}
+
+static void put_u64(writer *w, uint64_t v)
+{
+    unsigned char b[8];
+    for (int i = 0; i < 8; i++)
+        b[i] = (unsigned char)(v >> (8 * i));
+    put_bytes(w, b, sizeof b);
+}
+
+static void put_f64(writer *w, double v)
+{
+    uint64_t bits;
+    memcpy(&bits, &v, sizeof bits);
+    put_u64(w, bits);
+}
+
+static void put_floats(writer *w, const float *x, size_t n)
+{
+    unsigned char b[4096];
+    while (n > 0) {
+        size_t chunk = n < sizeof b / 4 ? n : sizeof b / 4;
+        for (size_t i = 0; i < chunk; i++) {
+            uint32_t bits;
+            memcpy(&bits, &x[i], sizeof bits);
+            for (int k = 0; k < 4; k++)
+                b[4 * i + (size_t)k] = (unsigned char)(bits >> (8 * k));
+        }
+        put_bytes(w, b, 4 * chunk);
+        x += chunk;
+        n -= chunk;
+    }
+}
+
+static int all_finite(const float *x, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        if (!isfinite(x[i]))
+            return 0;
+    return 1;
+}
+
+static void write_checkpoint(writer *w, const kd_model *model, const kd_optimizer *optimizer)
+{
+    const kd_dense *d = &model->dense;
+    put_bytes(w, magic, sizeof magic);
+    put_u32(w, FORMAT_VERSION);
+    put_u32(w, optimizer != NULL ? FLAG_OPTIMIZER : 0);
+    put_u64(w, d->layer_count);
+    for (size_t l = 0; l < d->layer_count; l++)
+        put_u64(w, d->widths[l]);
+    for (int p = 0; p < KD_MODEL_PARAM_COUNT; p++)
+        put_f64(w, d->param[p]);
+    for (int i = 0; i < 4; i++)
+        put_u64(w, d->rng.s[i]);
+    put_u64(w, model->parameter_count);
+    put_floats(w, d->parameters, model->parameter_count);
+    if (optimizer != NULL) {
+        put_u32(w, (uint32_t)optimizer->kind);
+        put_u32(w, 0);
+        for (int p = 0; p < KD_OPTIMIZER_PARAM_COUNT; p++)
+            put_f64(w, optimizer->param[p]);
+        put_u64(w, optimizer->steps);
+        put_floats(w, optimizer->state,
+                   optimizer->parameter_count * kd_optimizer_state_width(optimizer->kind));
+    }
+    put_u32(w, w->crc);
+}
+
+/* Flushes a directory's entry for a renamed file to disk; best effort. */
+static void sync_directory_of(const char *path)
+{
+    const char *slash = strrchr(path, '/');
+    char dir[4096];
+    if (slash == NULL) {
+        strcpy(dir, ".");
+    } else {
+        size_t n = (size_t)(slash - path);
+        if (n == 0)
+            n = 1;
+        if (n >= sizeof dir)
+            return;
+        memcpy(dir, path, n);
+        dir[n] = '\0';
+    }
+    int fd = open(dir, O_RDONLY);
+    if (fd >= 0) {
+        fsync(fd);
+        close(fd);
+    }
+}
+
+/* Creates and opens a new file named <path>.tmp-<pid>-<n> (written into `name`), with the
+ * permissions a new file gets (0666 less the umask). Returns the descriptor or -1. */
+static int open_temporary(const char *path, char *name, size_t size)
+{
+    struct timespec now;
+    clock_gettime(CLOCK_REALTIME, &now);
+    unsigned long n = (unsigned long)now.tv_nsec ^ ((unsigned long)now.tv_sec << 20);
+    for (int attempt = 0; attempt < 100; attempt++, n = n * 6364136223846793005ul + 1442695040888963407ul) {
+        snprintf(name, size, "%s.tmp-%ld-%lx", path, (long)getpid(), n & 0xFFFFFFFFul);
+        int fd = open(name, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0666);
+        if (fd >= 0 || errno != EEXIST)
+            return fd;
+    }
+    return -1;
+}
+
+kd_status kd_checkpoint_save(const kd_model *model, const kd_optimizer *optimizer, const char *path)
+{
+    if (model == NULL || path == NULL)
+        return KD_ERROR_NULL_POINTER;
+    if (model->kind != KD_MODEL_DENSE)
+        return KD_ERROR_UNSUPPORTED;
+    if (optimizer != NULL && optimizer->parameter_count != model->parameter_count)
+        return KD_ERROR_SHAPE_MISMATCH;
+    if (!all_finite(model->dense.parameters, model->parameter_count))
+        return KD_ERROR_NONFINITE_INPUT;
+
+    /* <path>.tmp-<pid>-<n> in the same directory, so that rename() replaces atomically. */
+    size_t size = strlen(path) + 64;
+    char *temporary = kd_alloc_array(&model->allocator, size, 1);
+    if (temporary == NULL)
+        return KD_ERROR_OUT_OF_MEMORY;
+
+    kd_status status = KD_ERROR_IO;
+    int fd = open_temporary(path, temporary, size);
+    if (fd >= 0) {
+        FILE *file = fdopen(fd, "wb");
+        if (file == NULL) {
+            close(fd);
+        } else {
+            writer w = {file, 0, 0};
+            write_checkpoint(&w, model, optimizer);
+            int ok = !w.failed && fflush(file) == 0 && fsync(fd) == 0;
+            ok = fclose(file) == 0 && ok;
+            if (ok && rename(temporary, path) == 0) {
+                sync_directory_of(path);
+                status = KD_OK;
+            }
+        }
+        if (status != KD_OK)
+            unlink(temporary);
+    }
+    kd_free(&model->allocator, temporary);
+    return status;
+}
+
+/* --- reading ------------------------------------------------------------------------------ */
+
+typedef struct reader {
+    FILE *file;
+    uint32_t crc;
+    kd_status status; /* the first failure */
+} reader;
+
+static void get_bytes(reader *r, void *data, size_t n)
+{
+    if (r->status != KD_OK) {
+        memset(data, 0, n);
+        return;
+    }
+    size_t got = fread(data, 1, n, r->file);
+    if (got != n) {
+        memset(data, 0, n);
+        r->status = ferror(r->file) ? KD_ERROR_IO : KD_ERROR_FILE_TRUNCATED;
+        return;
+    }
+    r->crc = kd_crc32(r->crc, data, n);
+}
+
+static uint32_t get_u32(reader *r)
+{
+    unsigned char b[4];
+    get_bytes(r, b, sizeof b);
+    uint32_t v = 0;
+    for (int i = 3; i >= 0; i--)
+        v = (v << 8) | b[i];
+    return v;
+}
+
+static uint64_t get_u64(reader *r)
+{
+    unsigned char b[8];
+    get_bytes(r, b, sizeof b);
+    uint64_t v = 0;
+    for (int i = 7; i >= 0; i--)
+        v = (v << 8) | b[i];
+    return v;
+}
+
+static double get_f64(reader *r)
+{
+    uint64_t bits = get_u64(r);
+    double v;
+    memcpy(&v, &bits, sizeof v);
+    return v;
+}
+
+static void get_floats(reader *r, float *x, size_t n)
+{
+    unsigned char b[4096];
+    while (n > 0 && r->status == KD_OK) {
+        size_t chunk = n < sizeof b / 4 ? n : sizeof b / 4;
+        get_bytes(r, b, 4 * chunk);
+        for (size_t i = 0; i < chunk; i++) {
+            uint32_t bits = (uint32_t)b[4 * i] | (uint32_t)b[4 * i + 1] << 8
+                            | (uint32_t)b[4 * i + 2] << 16 | (uint32_t)b[4 * i + 3] << 24;
+            memcpy(&x[i], &bits, sizeof bits);
+        }
+        x += chunk;
+        n -= chunk;
+    }
+}
+
+static void fail(reader *r, kd_status status)
+{
+    if (r->status == KD_OK)
+        r->status = status;
+}
+
+/* The header's layer widths, read and validated; the parameter count they give. */
+static size_t read_widths(reader *r, size_t *widths, size_t layer_count)
+{
+    uint64_t parameters = 0;
+    for (size_t l = 0; l < layer_count; l++) {
+        uint64_t width = get_u64(r);
+        if (width == 0 || width > MAX_WIDTH)
+            fail(r, KD_ERROR_FILE_CORRUPT);
+        widths[l] = (size_t)width;
+        /* Each layer adds at most 2^28 * (2^28 + 1) < 2^57; 4096 layers stay below 2^63. */
+        if (l > 0 && r->status == KD_OK)
+            parameters += width * (widths[l - 1] + 1);
+    }
+    return (size_t)parameters;
+}
+
+/* Bytes a file of this shape must hold, or 0 if it cannot be (overflow). */
+static uint64_t expected_size(size_t layer_count, uint64_t parameters, int has_optimizer,
+                              size_t state_width)
+{
+    uint64_t floats = parameters + (has_optimizer ? parameters * state_width : 0);
+    if (floats > (UINT64_MAX - 65536 - 8 * (uint64_t)layer_count) / 4)
+        return 0;
+    return HEADER_BYTES + 8 * (uint64_t)layer_count + SETTINGS_BYTES + 4 * floats
+           + (has_optimizer ? OPTIMIZER_BYTES : 0) + CRC_BYTES;
+}
+
+static int in_bounds(double value, double min, double max) { return value >= min && value <= max; }
+
+static kd_status read_checkpoint(reader *r, uint64_t file_size, kd_model **model_out,
+                                 kd_optimizer **optimizer_out, const kd_allocator *allocator)
+{
+    unsigned char head[sizeof magic];
+    get_bytes(r, head, sizeof head);
+    if (r->status != KD_OK)
+        return r->status;
+    if (memcmp(head, magic, sizeof magic) != 0)
+        return KD_ERROR_FILE_CORRUPT;
+    uint32_t version = get_u32(r);
+    uint32_t flags = get_u32(r);
+    uint64_t layer_count = get_u64(r);
+    if (r->status != KD_OK)
+        return r->status;
+    if (version != FORMAT_VERSION)
+        return KD_ERROR_FILE_VERSION;
+    if ((flags & ~(uint32_t)FLAG_OPTIMIZER) != 0 || layer_count < 2 || layer_count > MAX_LAYER_COUNT)
+        return KD_ERROR_FILE_CORRUPT;
+    const int has_optimizer = (flags & FLAG_OPTIMIZER) != 0;
+
+    size_t widths[MAX_LAYER_COUNT];
+    size_t parameters = read_widths(r, widths, (size_t)layer_count);
+    double settings[KD_MODEL_PARAM_COUNT];
+    for (int p = 0; p < KD_MODEL_PARAM_COUNT; p++)
+        settings[p] = get_f64(r);
+    kd_rng rng;
+    for (int i = 0; i < 4; i++)
+        rng.s[i] = get_u64(r);
+    uint64_t stored_parameters = get_u64(r);
+    if (r->status != KD_OK)
+        return r->status;
+    if (stored_parameters != parameters || (rng.s[0] | rng.s[1] | rng.s[2] | rng.s[3]) == 0)
+        return KD_ERROR_FILE_CORRUPT;
+    for (int p = 0; p < KD_MODEL_PARAM_COUNT; p++) {
+        double min, max;
+        kd_model_param_bounds((kd_model_param)p, &min, &max);
+        if (!in_bounds(settings[p], min, max))
+            return KD_ERROR_FILE_CORRUPT;
+    }
+    /* The optimizer's kind decides the state's size: peek at it through the file size. Both
+     * possible sizes are computed; the file must have exactly one of them. */
+    if (!has_optimizer) {
+        uint64_t expected = expected_size((size_t)layer_count, parameters, 0, 0);
+        if (file_size < expected)
+            return KD_ERROR_FILE_TRUNCATED;
+        if (file_size > expected)
+            return KD_ERROR_FILE_CORRUPT;
+    } else if (file_size < expected_size((size_t)layer_count, parameters, 1, 1)) {
+        return KD_ERROR_FILE_TRUNCATED;
+    } else if (file_size > expected_size((size_t)layer_count, parameters, 1, 2)) {
+        return KD_ERROR_FILE_CORRUPT;
+    }
+
+    /* Sizes are now backed by the file's real length: allocating them is safe. */
+    kd_model *model;
+    kd_status status = kd_model_create_dense(&model, widths, (size_t)layer_count, 0, allocator);
+    if (status != KD_OK)
+        return status;
+    kd_dense *d = &model->dense;
+    memcpy(d->param, settings, sizeof settings);
+    d->rng = rng;
+    get_floats(r, d->parameters, parameters);
+    if (r->status == KD_OK && !all_finite(d->parameters, parameters))
+        fail(r, KD_ERROR_FILE_CORRUPT);
+
+    kd_optimizer *optimizer = NULL;
+    if (has_optimizer && r->status == KD_OK) {
+        uint32_t kind = get_u32(r);
+        uint32_t reserved = get_u32(r);
+        double params[KD_OPTIMIZER_PARAM_COUNT];
+        for (int p = 0; p < KD_OPTIMIZER_PARAM_COUNT; p++)
+            params[p] = get_f64(r);
+        uint64_t steps = get_u64(r);
+        if (r->status == KD_OK && (kind > KD_OPTIMIZER_ADAM || reserved != 0))
+            fail(r, KD_ERROR_FILE_CORRUPT);
+        if (r->status == KD_OK
+            && file_size != expected_size((size_t)layer_count, parameters, 1,
+                                          kd_optimizer_state_width((kd_optimizer_kind)kind)))
+            fail(r, file_size < expected_size((size_t)layer_count, parameters, 1,
+                                              kd_optimizer_state_width((kd_optimizer_kind)kind))
+                        ? KD_ERROR_FILE_TRUNCATED
+                        : KD_ERROR_FILE_CORRUPT);
+        for (int p = 0; p < KD_OPTIMIZER_PARAM_COUNT && r->status == KD_OK; p++) {
+            double min, max;
+            kd_optimizer_param_bounds((kd_optimizer_param)p, &min, &max);
+            if (!in_bounds(params[p], min, max) && params[p] != 0.0)
+                fail(r, KD_ERROR_FILE_CORRUPT);
+        }
+        if (r->status == KD_OK) {
+            status = kd_optimizer_new(&optimizer, (kd_optimizer_kind)kind, parameters, allocator);
+            if (status != KD_OK)
+                fail(r, status);
+        }
+        if (optimizer != NULL) {
+            memcpy(optimizer->param, params, sizeof params);
+            optimizer->steps = steps;
+            size_t n = parameters * kd_optimizer_state_width(optimizer->kind);
+            get_floats(r, optimizer->state, n);
+            if (r->status == KD_OK && !all_finite(optimizer->state, n))
+                fail(r, KD_ERROR_FILE_CORRUPT);
+        }
+    }
+    uint32_t computed = r->crc;
+    uint32_t stored = get_u32(r);
+    if (r->status == KD_OK && stored != computed)
+        fail(r, KD_ERROR_FILE_CORRUPT);
+    if (r->status != KD_OK) {
+        kd_optimizer_destroy(optimizer);
+        kd_model_destroy(model);
+        return r->status;
+    }
+    *model_out = model;
+    if (optimizer_out != NULL)
+        *optimizer_out = optimizer;
+    else
+        kd_optimizer_destroy(optimizer);
+    return KD_OK;
+}
+
+kd_status kd_checkpoint_load(kd_model **model, kd_optimizer **optimizer, const char *path,
+                             const kd_allocator *allocator)
+{
+    if (model == NULL || path == NULL)
+        return KD_ERROR_NULL_POINTER;
+    kd_allocator resolved;
+    kd_status status = kd_allocator_resolve(allocator, &resolved);
+    if (status != KD_OK)
+        return status;
+    FILE *file = fopen(path, "rb");
+    if (file == NULL)
+        return KD_ERROR_IO;
+    struct stat info;
+    if (fstat(fileno(file), &info) != 0 || !S_ISREG(info.st_mode)) {
+        fclose(file);
+        return KD_ERROR_IO;
+    }
+    reader r = {file, 0, KD_OK};
+    status = read_checkpoint(&r, (uint64_t)info.st_size, model, optimizer, allocator);
+    fclose(file);
+    return status;
+}

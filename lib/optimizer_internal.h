@@ -1,0 +1,32 @@
+/* The kd_optimizer handle's layout, shared with the checkpoint code.
+ * SPDX-License-Identifier: MIT */
+#ifndef KD_LIB_OPTIMIZER_INTERNAL_H
+#define KD_LIB_OPTIMIZER_INTERNAL_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "kd/optimizer.h"
+
+enum { KD_OPTIMIZER_PARAM_COUNT = KD_OPTIMIZER_PARAM_EPSILON + 1 };
+
+struct kd_optimizer {
+    kd_allocator allocator;
+    kd_optimizer_kind kind;
+    size_t parameter_count;
+    double param[KD_OPTIMIZER_PARAM_COUNT];
+    uint64_t steps;
+    /* SGD: the momentum buffer (parameter_count floats); Adam: the first then the second
+     * moments (2 x parameter_count). */
+    float *state;
+};
+
+/* Floats of state per parameter for a kind (1 or 2). */
+size_t kd_optimizer_state_width(kd_optimizer_kind kind);
+
+/* Creates an optimizer for a parameter vector of the given size, with default parameters and
+ * zero state. kind must be valid. */
+kd_status kd_optimizer_new(kd_optimizer **optimizer, kd_optimizer_kind kind,
+                           size_t parameter_count, const kd_allocator *allocator);
+
+#endif /* KD_LIB_OPTIMIZER_INTERNAL_H */

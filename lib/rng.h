@@ -1,0 +1,24 @@
+/* A small, seeded, per-handle random generator (xoshiro256**, seeded through splitmix64).
+ * No global state: each model carries its own. SPDX-License-Identifier: MIT */
+#ifndef KD_LIB_RNG_H
+#define KD_LIB_RNG_H
+
+#include <stdint.h>
+
+typedef struct kd_rng {
+    uint64_t s[4];
+} kd_rng;
+
+/* Seeds the generator; every seed (0 included) gives a valid, distinct state. */
+void kd_rng_seed(kd_rng *rng, uint64_t seed);
+
+/* The next 64 random bits. */
+uint64_t kd_rng_next(kd_rng *rng);
+
+/* Uniform in [0, 1) with 24 random bits (a float's precision). */
+float kd_rng_uniform(kd_rng *rng);
+
+/* Standard normal, by the Box-Muller transform. */
+double kd_rng_normal(kd_rng *rng);
+
+#endif /* KD_LIB_RNG_H */

@@ -1,0 +1,118 @@
+/* kd_trainer: forward, loss, backward and optimizer step in one call.
+ * SPDX-License-Identifier: MIT */
+#include "kd/trainer.h"
+
+#include <stdint.h>
+
+#include "alloc.h"
+#include "loss_internal.h"
+#include "model_internal.h"
+#include "optimizer_internal.h"
+
+struct kd_trainer {
+    kd_allocator allocator;
+    kd_model *student;
+    kd_optimizer *optimizer;
+    kd_loss *loss;
+    size_t rows_capacity;
+    float *buffer; /* logits and their gradient (rows x outputs each), per-row values */
+    float *logits, *grad, *row_values;
+};
+
+kd_status kd_trainer_create(kd_trainer **trainer, kd_model *student, kd_optimizer *optimizer,
+                            kd_loss *loss, const kd_allocator *allocator)
+{
+    if (trainer == NULL || student == NULL || optimizer == NULL || loss == NULL)
+        return KD_ERROR_NULL_POINTER;
+    if (optimizer->parameter_count != student->parameter_count)
+        return KD_ERROR_SHAPE_MISMATCH;
+    kd_allocator resolved;
+    kd_status status = kd_allocator_resolve(allocator, &resolved);
+    if (status != KD_OK)
+        return status;
+    kd_trainer *created = kd_alloc_array(&resolved, 1, sizeof *created);
+    if (created == NULL)
+        return KD_ERROR_OUT_OF_MEMORY;
+    *created = (kd_trainer){resolved, student, optimizer, loss, 0, NULL, NULL, NULL, NULL};
+    *trainer = created;
+    return KD_OK;
+}
+
+void kd_trainer_destroy(kd_trainer *trainer)
+{
+    if (trainer == NULL)
+        return;
+    kd_allocator allocator = trainer->allocator;
+    kd_free(&allocator, trainer->buffer);
+    kd_free(&allocator, trainer);
+}
+
+static kd_status grow(kd_trainer *trainer, size_t rows)
+{
+    if (rows <= trainer->rows_capacity)
+        return KD_OK;
+    const size_t outputs = trainer->student->outputs;
+    const size_t per_row = 2 * outputs + KD_LOSS_VALUE_COUNT;
+    if (rows > SIZE_MAX / sizeof(float) / per_row)
+        return KD_ERROR_SIZE_OVERFLOW;
+    float *buffer = kd_alloc_array(&trainer->allocator, rows * per_row, sizeof *buffer);
+    if (buffer == NULL)
+        return KD_ERROR_OUT_OF_MEMORY;
+    kd_free(&trainer->allocator, trainer->buffer);
+    trainer->buffer = buffer;
+    trainer->logits = buffer;
+    trainer->grad = buffer + rows * outputs;
+    trainer->row_values = buffer + 2 * rows * outputs;
+    trainer->rows_capacity = rows;
+    return KD_OK;
+}
+
+kd_status kd_trainer_reserve(kd_trainer *trainer, size_t rows)
+{
+    if (trainer == NULL)
+        return KD_ERROR_NULL_POINTER;
+    kd_status status = kd_model_reserve(trainer->student, rows);
+    if (status == KD_OK)
+        status = kd_loss_reserve(trainer->loss, trainer->student->outputs);
+    if (status == KD_OK)
+        status = grow(trainer, rows);
+    return status;
+}
+
+kd_status kd_trainer_step(kd_trainer *trainer, const float *inputs, size_t rows,
+                          const float *teacher, const int32_t *labels, float *values)
+{
+    if (trainer == NULL || inputs == NULL)
+        return KD_ERROR_NULL_POINTER;
+    kd_status status = rows == 0 ? KD_ERROR_ZERO_SIZE : grow(trainer, rows);
+    if (status == KD_OK)
+        status = kd_model_forward(trainer->student, inputs, rows, KD_MODE_TRAINING, trainer->logits);
+    if (status != KD_OK)
+        return status;
+
+    const size_t classes = trainer->student->outputs;
+    double reduction;
+    kd_loss_get(trainer->loss, KD_LOSS_PARAM_REDUCTION, &reduction);
+    const int per_row = reduction == KD_REDUCTION_NONE;
+    float *out = per_row ? trainer->row_values : values;
+    status = teacher == NULL
+                 ? kd_loss_compute_hard(trainer->loss, trainer->logits, labels, rows, classes, out,
+                                        trainer->grad)
+                 : kd_loss_compute(trainer->loss, trainer->logits, classes, teacher, classes, labels,
+                                   rows, classes, out, trainer->grad, classes);
+    if (status == KD_OK)
+        status = kd_model_zero_gradients(trainer->student);
+    if (status == KD_OK)
+        status = kd_model_backward(trainer->student, trainer->grad, rows);
+    if (status == KD_OK)
+        status = kd_optimizer_step(trainer->optimizer, trainer->student);
+    if (status == KD_OK && per_row && values != NULL) {
+        for (int k = 0; k < KD_LOSS_VALUE_COUNT; k++) {
+            double sum = 0.0;
+            for (size_t r = 0; r < rows; r++)
+                sum += trainer->row_values[r * KD_LOSS_VALUE_COUNT + k];
+            values[k] = (float)sum;
+        }
+    }
+    return status;
+}
