@@ -139,9 +139,11 @@ KD_API kd_status kd_loss_reserve(kd_loss *loss, size_t classes);
 /* The loss of a batch and its gradient.
  *
  * student_logits: rows x classes, row stride student_stride (>= classes). -INFINITY masks a
- *                 class; the teacher must mask it too (for logit matching: exactly the same
- *                 classes), and for reverse KL the teacher may mask only classes the student
- *                 masks, since otherwise the divergence is infinite.
+ *                 class. Masks must keep the divergence finite: for KL and cross-entropy every
+ *                 class the student masks is masked by the teacher too; for reverse KL every
+ *                 class the teacher masks is masked by the student; Jensen-Shannon takes any
+ *                 masks; logit matching needs exactly the same masked classes. Otherwise
+ *                 KD_ERROR_SHAPE_MISMATCH.
  * teacher:        rows x classes of the kind set by KD_LOSS_PARAM_TEACHER_KIND, row stride
  *                 teacher_stride; may be NULL only when alpha = 0 (hard loss alone).
  * labels:         rows class indices in [0, classes), or the ignore label for rows that do not
