@@ -79,8 +79,28 @@ static double forward_kl(const student_row *s, const double *u, double c, double
     return kl_row(s, u, work, 1.0, s->log_norm - c, p_out);
 }
 
-/* Reverse KL(p || q); work receives p. Gradient: p_i (log p_i - log q_i - KL) / t. */
-static double reverse_kl(const student_row *s, const double *u, double c, double *work)
+/* Row constants the gradient pass needs besides p and q. The gradients of reverse KL and JSD
+ * are p_j (x_j - sum_i p_i x_i) / t for some x; written relative to the student's top class
+ * `top`, as p_j ((x_j - x_top) - sum_i p_i (x_i - x_top)), they do not cancel when p is nearly
+ * one-hot (then x_top - sum p x is a tiny difference of large numbers). */
+typedef struct soft_terms {
+    size_t top;     /* index of the student's largest logit (s_top = 0) */
+    double anchor;  /* reverse KL: u_top; JSD: r_top */
+    double centre;  /* sum_i p_i (x_i - x_top) */
+} soft_terms;
+
+static size_t top_class(const student_row *s)
+{
+    for (size_t i = 0; i < s->n; i++)
+        if ((double)s->z[i] == s->max)
+            return i;
+    return 0;
+}
+
+/* Reverse KL(p || q); work receives p. With e_i = (s_i - u_i) - (s_top - u_top) =
+ * log(p_i / q_i) - log(p_top / q_top), the gradient is p_j (e_j - sum_i p_i e_i) / t. */
+static double reverse_kl(const student_row *s, const double *u, double c, double *work,
+                         soft_terms *terms)
 {
     double q_out = 0.0;
     for (size_t i = 0; i < s->n; i++) {
@@ -88,27 +108,49 @@ static double reverse_kl(const student_row *s, const double *u, double c, double
         if (work[i] == 0.0)
             q_out += exp(u[i] - c);
     }
+    terms->top = top_class(s);
+    terms->anchor = u[terms->top];
+    terms->centre = 0.0;
+    for (size_t i = 0; i < s->n; i++)
+        if (work[i] > 0.0)
+            terms->centre += work[i] * (shifted(s, i) - u[i] + terms->anchor);
     return kl_row(s, u, work, -1.0, c - s->log_norm, q_out);
 }
 
-/* Generalised Jensen-Shannon beta KL(q || m) + (1 - beta) KL(p || m), m = beta q + (1-beta) p.
- * work receives r_i = log p_i - log m_i (0 where p_i = 0); *r_mean = sum p r = KL(p || m).
- * Gradient: (1 - beta) p_i (r_i - r_mean) / t. */
-static double jensen_shannon(const student_row *s, const double *u, double c, double beta,
-                             double *work, double *r_mean)
+/* log(w e^x + (1 - w)) for w in [0, 1], without overflow or cancellation near x = 0. */
+static double log_mix(double x, double w)
 {
-    const double log_beta = log(beta), log_rest = log1p(-beta);
+    if (x <= 1.0)
+        return log1p(w * expm1(x));
+    return x + log(w + (1.0 - w) * exp(-x));
+}
+
+/* Generalised Jensen-Shannon beta KL(q || m) + (1 - beta) KL(p || m), m = beta q + (1-beta) p,
+ * with log(q_i / m_i) = -log_mix(log p_i - log q_i, 1 - beta) and
+ * log(p_i / m_i) = -log_mix(log q_i - log p_i, beta): differences of exact log-ratios, so tiny
+ * divergences keep their relative accuracy. work receives r_i = log(p_i / m_i) (0 where p_i = 0
+ * or beta = 1, whose weight is then 0). Gradient: (1 - beta) p_j (r_j - sum_i p_i r_i) / t. */
+static double jensen_shannon(const student_row *s, const double *u, double c, double beta,
+                             double *work, soft_terms *terms)
+{
+    const double offset = c - s->log_norm; /* log p_i - log q_i = s_i - u_i + offset */
     double q_term = 0.0, p_term = 0.0;
     for (size_t i = 0; i < s->n; i++) {
-        double lp = log_p(s, i), lq = u[i] - c;
-        double lm = beta == 0.0 ? lp : beta == 1.0 ? lq : kd_log_add_exp(log_beta + lq, log_rest + lp);
-        if (beta > 0.0 && lq != -INFINITY)
-            q_term += exp(lq) * (lq - lm);
-        /* At beta = 1 the p term has weight 0 (and m = q may be 0 where p is not). */
-        work[i] = (lp == -INFINITY || beta == 1.0) ? 0.0 : lp - lm;
-        p_term += exp(lp) * work[i];
+        double p = exp(log_p(s, i)), q = exp(u[i] - c);
+        double log_ratio = shifted(s, i) - u[i] + offset;
+        if (beta > 0.0 && q > 0.0)
+            q_term += q * -log_mix(log_ratio, 1.0 - beta);
+        work[i] = (p > 0.0 && beta < 1.0) ? -log_mix(-log_ratio, beta) : 0.0;
+        p_term += p * work[i];
     }
-    *r_mean = p_term;
+    terms->top = top_class(s);
+    terms->anchor = work[terms->top];
+    terms->centre = 0.0;
+    for (size_t i = 0; i < s->n; i++) {
+        double p = exp(log_p(s, i));
+        if (p > 0.0)
+            terms->centre += p * (work[i] - terms->anchor);
+    }
     return beta * q_term + (1.0 - beta) * p_term;
 }
 
@@ -135,7 +177,8 @@ void kd_loss_row(const kd_row_spec *spec, const float *z, size_t n, const double
     const double max = kd_row_max(z, n);
     student_row s = {z, n, spec->t, max, 0.0};
     student_row s1 = {z, n, 1.0, max, 0.0};
-    double entropy = 0.0, r_mean = 0.0, mse_scale = 0.0;
+    double entropy = 0.0, mse_scale = 0.0;
+    soft_terms terms = {0, 0.0, 0.0};
 
     *soft = 0.0;
     if (spec->has_teacher) {
@@ -151,10 +194,10 @@ void kd_loss_row(const kd_row_spec *spec, const float *z, size_t n, const double
             *soft += entropy;
             break;
         case KD_DIVERGENCE_REVERSE_KL:
-            *soft = reverse_kl(&s, teacher, c, work);
+            *soft = reverse_kl(&s, teacher, c, work, &terms);
             break;
         case KD_DIVERGENCE_JENSEN_SHANNON:
-            *soft = jensen_shannon(&s, teacher, c, spec->beta, work, &r_mean);
+            *soft = jensen_shannon(&s, teacher, c, spec->beta, work, &terms);
             break;
         case KD_DIVERGENCE_LOGIT_MSE:
             *soft = logit_mse(&s, teacher, &mse_scale);
@@ -182,11 +225,11 @@ void kd_loss_row(const kd_row_spec *spec, const float *z, size_t n, const double
                 d = (p - work[i]) / t;
                 break;
             case KD_DIVERGENCE_REVERSE_KL:
-                /* log p_i - log q_i - KL, as the difference of exact shifted logits. */
-                d = p == 0.0 ? 0.0 : p * ((shifted(&s, i) - teacher[i]) + (teacher_log_norm - s.log_norm) - *soft) / t;
+                if (p > 0.0)
+                    d = p * (shifted(&s, i) - teacher[i] + terms.anchor - terms.centre) / t;
                 break;
             case KD_DIVERGENCE_JENSEN_SHANNON:
-                d = (1.0 - spec->beta) * p * (work[i] - r_mean) / t;
+                d = (1.0 - spec->beta) * p * (work[i] - terms.anchor - terms.centre) / t;
                 break;
             case KD_DIVERGENCE_LOGIT_MSE:
                 d = z[i] == -INFINITY ? 0.0 : ((double)z[i] - teacher[i]) * mse_scale;

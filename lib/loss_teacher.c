@@ -128,12 +128,9 @@ static void geometric(const kd_teacher *teacher, size_t r, size_t classes, doubl
     for (size_t i = 0; i < classes; i++)
         max = fmax(max, u[i]);
     double scale = logits ? t : 1.0;
-    double sum = 0.0;
-    for (size_t i = 0; i < classes; i++) {
+    for (size_t i = 0; i < classes; i++)
         u[i] = (u[i] - max) / scale;
-        sum += exp(u[i]);
-    }
-    *log_norm = log(sum);
+    *log_norm = kd_log_sum_exp_nonpositive(u, classes);
 }
 
 void kd_teacher_log_weights(const kd_teacher *teacher, size_t r, size_t classes, double t,

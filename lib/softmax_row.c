@@ -11,12 +11,32 @@ float kd_row_max(const float *x, size_t n)
     return max;
 }
 
-double kd_row_log_sum_exp(const float *x, size_t n, double shift, double t)
+double kd_row_log_sum_exp(const float *x, size_t n, double max, double t)
 {
-    double sum = 0.0;
-    for (size_t i = 0; i < n; i++)
-        sum += exp(((double)x[i] - shift) / t);
-    return log(sum);
+    /* The maximum's own term is exactly 1: summing the others and taking log1p keeps the
+     * relative accuracy of a normaliser close to 0 (a nearly one-hot row). */
+    double rest = 0.0;
+    int skipped = 0;
+    for (size_t i = 0; i < n; i++) {
+        if (!skipped && (double)x[i] == max)
+            skipped = 1;
+        else
+            rest += exp(((double)x[i] - max) / t);
+    }
+    return log1p(rest);
+}
+
+double kd_log_sum_exp_nonpositive(const double *u, size_t n)
+{
+    double rest = 0.0;
+    int skipped = 0;
+    for (size_t i = 0; i < n; i++) {
+        if (!skipped && u[i] == 0.0)
+            skipped = 1;
+        else
+            rest += exp(u[i]);
+    }
+    return log1p(rest);
 }
 
 double kd_log_add_exp(double a, double b)

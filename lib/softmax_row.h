@@ -9,9 +9,13 @@
 /* The largest of n values. */
 float kd_row_max(const float *x, size_t n);
 
-/* log sum_i exp((x_i - shift) / t), in double; shift is normally kd_row_max(x, n), which keeps
- * every term in [0, 1] and the sum in [1, n]. */
-double kd_row_log_sum_exp(const float *x, size_t n, double shift, double t);
+/* log sum_i exp((x_i - max) / t), in double, where max = kd_row_max(x, n): every term lies in
+ * [0, 1] and the maximum's is 1, so the result is log1p of the others' sum, accurate even when
+ * it is tiny. */
+double kd_row_log_sum_exp(const float *x, size_t n, double max, double t);
+
+/* log sum_i exp(u_i) for values u_i <= 0 of which one is exactly 0, as log1p of the others. */
+double kd_log_sum_exp_nonpositive(const double *u, size_t n);
 
 /* out_i = softmax(x / t)_i; out may be x. */
 void kd_softmax_row(const float *x, size_t n, double t, float *out);
