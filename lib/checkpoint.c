@@ -169,7 +169,10 @@ kd_status kd_checkpoint_save(const kd_model *model, const kd_optimizer *optimize
         return KD_ERROR_UNSUPPORTED;
     if (optimizer != NULL && optimizer->parameter_count != model->parameter_count)
         return KD_ERROR_SHAPE_MISMATCH;
-    if (!all_finite(model->dense.parameters, model->parameter_count))
+    if (!all_finite(model->dense.parameters, model->parameter_count)
+        || (optimizer != NULL
+            && !all_finite(optimizer->state,
+                           optimizer->parameter_count * kd_optimizer_state_width(optimizer->kind))))
         return KD_ERROR_NONFINITE_INPUT;
 
     /* <path>.tmp-<pid>-<n> in the same directory, so that rename() replaces atomically. */
@@ -277,15 +280,20 @@ static void fail(reader *r, kd_status status)
 /* The header's layer widths, read and validated; the parameter count they give. */
 static size_t read_widths(reader *r, size_t *widths, size_t layer_count)
 {
+    /* No real file holds 2^60 floats; anything claiming more is corrupt, and the cap keeps the
+     * sum (each layer adds at most 2^28 * (2^28 + 1) < 2^57) from overflowing. */
+    const uint64_t limit = (uint64_t)1 << 60;
     uint64_t parameters = 0;
     for (size_t l = 0; l < layer_count; l++) {
         uint64_t width = get_u64(r);
         if (width == 0 || width > MAX_WIDTH)
             fail(r, KD_ERROR_FILE_CORRUPT);
         widths[l] = (size_t)width;
-        /* Each layer adds at most 2^28 * (2^28 + 1) < 2^57; 4096 layers stay below 2^63. */
-        if (l > 0 && r->status == KD_OK)
+        if (l > 0 && r->status == KD_OK) {
             parameters += width * (widths[l - 1] + 1);
+            if (parameters > limit)
+                fail(r, KD_ERROR_FILE_CORRUPT);
+        }
     }
     return (size_t)parameters;
 }
@@ -385,20 +393,14 @@ static kd_status read_checkpoint(reader *r, uint64_t file_size, kd_model **model
                                               kd_optimizer_state_width((kd_optimizer_kind)kind))
                         ? KD_ERROR_FILE_TRUNCATED
                         : KD_ERROR_FILE_CORRUPT);
-        for (int p = 0; p < KD_OPTIMIZER_PARAM_COUNT && r->status == KD_OK; p++) {
-            double min, max;
-            kd_optimizer_param_bounds((kd_optimizer_param)p, &min, &max);
-            if (!in_bounds(params[p], min, max) && params[p] != 0.0)
-                fail(r, KD_ERROR_FILE_CORRUPT);
-        }
         if (r->status == KD_OK) {
             status = kd_optimizer_new(&optimizer, (kd_optimizer_kind)kind, parameters, allocator);
             if (status != KD_OK)
                 fail(r, status);
+            else if (kd_optimizer_restore(optimizer, params, steps) != KD_OK)
+                fail(r, KD_ERROR_FILE_CORRUPT);
         }
         if (optimizer != NULL) {
-            memcpy(optimizer->param, params, sizeof params);
-            optimizer->steps = steps;
             size_t n = parameters * kd_optimizer_state_width(optimizer->kind);
             get_floats(r, optimizer->state, n);
             if (r->status == KD_OK && !all_finite(optimizer->state, n))

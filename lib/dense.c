@@ -136,8 +136,8 @@ static void forward_rows(kd_model *model, const float *inputs, size_t rows, kd_m
         if (l == layers(d))
             break;
         size_t n = rows * d->widths[l];
-        for (size_t i = 0; i < n; i++)
-            out[i] = out[i] > 0.0f ? out[i] : 0.0f;
+        for (size_t i = 0; i < n; i++) /* ReLU; NaN propagates */
+            out[i] = out[i] < 0.0f ? 0.0f : out[i];
         if (hidden_rate > 0.0)
             dropout(&d->rng, out, n, hidden_rate);
     }

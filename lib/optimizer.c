@@ -162,6 +162,22 @@ static void adam_step(kd_optimizer *o, float *w, const float *grad)
     }
 }
 
+kd_status kd_optimizer_restore(kd_optimizer *optimizer, const double *params, uint64_t steps)
+{
+    if (steps == UINT64_MAX)
+        return KD_ERROR_INVALID_ARGUMENT;
+    for (int p = 0; p < KD_OPTIMIZER_PARAM_COUNT; p++) {
+        if (usable(optimizer, (kd_optimizer_param)p)) {
+            if (kd_optimizer_set(optimizer, (kd_optimizer_param)p, params[p]) != KD_OK)
+                return KD_ERROR_INVALID_ARGUMENT;
+        } else if (params[p] != specs[p].initial[optimizer->kind]) {
+            return KD_ERROR_INVALID_ARGUMENT;
+        }
+    }
+    optimizer->steps = steps;
+    return KD_OK;
+}
+
 kd_status kd_optimizer_step(kd_optimizer *optimizer, kd_model *model)
 {
     if (optimizer == NULL || model == NULL)
@@ -172,7 +188,8 @@ kd_status kd_optimizer_step(kd_optimizer *optimizer, kd_model *model)
     const float *grad = kd_model_gradient_array(model);
     if (w == NULL || grad == NULL)
         return KD_ERROR_CALLBACK_FAILED;
-    optimizer->steps++;
+    if (optimizer->steps < UINT64_MAX)
+        optimizer->steps++;
     if (optimizer->kind == KD_OPTIMIZER_ADAM)
         adam_step(optimizer, w, grad);
     else

@@ -29,4 +29,9 @@ size_t kd_optimizer_state_width(kd_optimizer_kind kind);
 kd_status kd_optimizer_new(kd_optimizer **optimizer, kd_optimizer_kind kind,
                            size_t parameter_count, const kd_allocator *allocator);
 
+/* Sets every parameter and the step count from a checkpoint, as kd_optimizer_set() would
+ * (parameters the kind does not use must hold their defaults). KD_ERROR_INVALID_ARGUMENT
+ * (the optimizer's parameters are then partly set) if any is invalid. */
+kd_status kd_optimizer_restore(kd_optimizer *optimizer, const double *params, uint64_t steps);
+
 #endif /* KD_LIB_OPTIMIZER_INTERNAL_H */

@@ -15,6 +15,7 @@ struct kd_trainer {
     kd_optimizer *optimizer;
     kd_loss *loss;
     size_t rows_capacity;
+    size_t last_rows; /* rows of the last successful step, 0 before */
     float *buffer; /* logits and their gradient (rows x outputs each), per-row values */
     float *logits, *grad, *row_values;
 };
@@ -33,7 +34,7 @@ kd_status kd_trainer_create(kd_trainer **trainer, kd_model *student, kd_optimize
     kd_trainer *created = kd_alloc_array(&resolved, 1, sizeof *created);
     if (created == NULL)
         return KD_ERROR_OUT_OF_MEMORY;
-    *created = (kd_trainer){resolved, student, optimizer, loss, 0, NULL, NULL, NULL, NULL};
+    *created = (kd_trainer){resolved, student, optimizer, loss, 0, 0, NULL, NULL, NULL, NULL};
     *trainer = created;
     return KD_OK;
 }
@@ -84,6 +85,7 @@ kd_status kd_trainer_step(kd_trainer *trainer, const float *inputs, size_t rows,
 {
     if (trainer == NULL || inputs == NULL)
         return KD_ERROR_NULL_POINTER;
+    trainer->last_rows = 0;
     kd_status status = rows == 0 ? KD_ERROR_ZERO_SIZE : grow(trainer, rows);
     if (status == KD_OK)
         status = kd_model_forward(trainer->student, inputs, rows, KD_MODE_TRAINING, trainer->logits);
@@ -114,5 +116,19 @@ kd_status kd_trainer_step(kd_trainer *trainer, const float *inputs, size_t rows,
             values[k] = (float)sum;
         }
     }
+    if (status == KD_OK)
+        trainer->last_rows = rows;
     return status;
+}
+
+kd_status kd_trainer_last_logits(const kd_trainer *trainer, const float **logits, size_t *rows)
+{
+    if (trainer == NULL || logits == NULL)
+        return KD_ERROR_NULL_POINTER;
+    if (trainer->last_rows == 0)
+        return KD_ERROR_SHAPE_MISMATCH;
+    *logits = trainer->logits;
+    if (rows != NULL)
+        *rows = trainer->last_rows;
+    return KD_OK;
 }

@@ -29,7 +29,8 @@ extern "C" {
 /* Saves a dense network (its widths, dropout rates, max-norm, random generator state and
  * parameters) and, if optimizer is not NULL, the optimizer's kind, parameters and state.
  * Returns KD_OK, KD_ERROR_NULL_POINTER, KD_ERROR_UNSUPPORTED (a host network),
- * KD_ERROR_SHAPE_MISMATCH (an optimizer sized for another model), KD_ERROR_OUT_OF_MEMORY, or
+ * KD_ERROR_SHAPE_MISMATCH (an optimizer sized for another model), KD_ERROR_NONFINITE_INPUT (a
+ * NaN or infinite parameter or optimizer state: nothing is written), KD_ERROR_OUT_OF_MEMORY, or
  * KD_ERROR_IO (the previous file under `path`, if any, is then intact). */
 KD_API kd_status kd_checkpoint_save(const kd_model *model, const kd_optimizer *optimizer,
                                     const char *path);

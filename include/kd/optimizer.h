@@ -54,7 +54,7 @@ typedef enum kd_optimizer_param {
 /* Creates an optimizer of the given kind for `model`'s parameter vector (its state starts at
  * zero). The model is not kept: pass it to every kd_optimizer_step(). Returns KD_OK (*optimizer
  * owns the handle), KD_ERROR_NULL_POINTER, KD_ERROR_INVALID_ARGUMENT (kind or allocator),
- * KD_ERROR_OUT_OF_MEMORY. */
+ * KD_ERROR_SIZE_OVERFLOW (state too large to address), KD_ERROR_OUT_OF_MEMORY. */
 KD_API kd_status kd_optimizer_create(kd_optimizer **optimizer, kd_optimizer_kind kind,
                                      const kd_model *model, const kd_allocator *allocator);
 

@@ -59,6 +59,13 @@ KD_API kd_status kd_trainer_reserve(kd_trainer *trainer, size_t rows);
 KD_API kd_status kd_trainer_step(kd_trainer *trainer, const float *inputs, size_t rows,
                                  const float *teacher, const int32_t *labels, float *values);
 
+/* The student's logits from the last successful step's forward pass (training mode: with
+ * dropout), rows x outputs, so that hosts can follow training accuracy without a second
+ * forward pass. Owned by the trainer, valid until its next step or destruction. *rows gets the
+ * row count (may be NULL). KD_ERROR_NULL_POINTER, KD_ERROR_SHAPE_MISMATCH (no step yet). */
+KD_API kd_status kd_trainer_last_logits(const kd_trainer *trainer, const float **logits,
+                                        size_t *rows);
+
 #ifdef __cplusplus
 }
 #endif
