@@ -1,0 +1,216 @@
+#!/bin/bash
+# kd-mnist, the MNIST example's program, from the outside.
+#
+#   bad-input: bad data directories (built from tiny IDX fixtures: missing, wrong magic,
+#     truncated, mismatched counts, 32x32 images, a label 10, ...) and bad options (unknown,
+#     --alpha 2, ...) each make it exit non-zero, without a crash (status < 128), with exactly
+#     one line on stderr starting "kd-mnist:", and nothing on stdout. A control run on the good
+#     fixture (tiny networks) succeeds, so each failure is the defect's doing.
+#   quick: the CI-sized end-to-end run, --quick on Fashion-MNIST with --json: exit 0, the table
+#     on stdout, nothing on stderr (--quiet), and a JSON report with the three models, integer
+#     test errors, 10000 training and test images, and a teacher far better than chance.
+#
+# Usage: test_kd_mnist_cli.sh bad-input <kd-mnist>
+#        test_kd_mnist_cli.sh quick <kd-mnist> <Fashion-MNIST directory>
+set -eu
+
+usage="usage: test_kd_mnist_cli.sh bad-input|quick <kd-mnist> [<data directory>]"
+mode=${1:?$usage}
+kd_mnist=${2:?$usage}
+name="test_kd_mnist_cli ($mode)"
+
+fail() {
+    echo "$name: FAIL: $*" >&2
+    exit 1
+}
+
+[ -x "$kd_mnist" ] || fail "$kd_mnist: not an executable"
+command -v python3 >/dev/null 2>&1 || fail "python3 not found"
+
+tmp=$(mktemp -d "${TMPDIR:-/tmp}/kd-test-mnist-cli.XXXXXX")
+trap 'rm -rf "$tmp"' EXIT
+
+bad_input() {
+    # fixture DIR TRAIN TEST [SIDE [TRAIN_LABELS [GZ [LAST_TEST_LABEL]]]]: the four IDX files of
+    # a data set, TRAIN training images of SIDE x SIDE pixels (28), TRAIN_LABELS training
+    # labels (TRAIN), TEST 28x28 test images and labels; gzip-compressed if GZ is 1; the last
+    # test label LAST_TEST_LABEL if given.
+    cat >"$tmp/fixture.py" <<'EOF'
+import gzip, os, struct, sys
+
+def write(path, content, gz):
+    if gz:
+        with gzip.open(path + ".gz", "wb") as f:
+            f.write(content)
+    else:
+        with open(path, "wb") as f:
+            f.write(content)
+
+def images(count, side, seed):
+    data = bytes((i * 37 + seed) % 256 for i in range(count * side * side))
+    return struct.pack(">IIII", 0x803, count, side, side) + data
+
+def labels(count, last=None):
+    values = [i % 10 for i in range(count)]
+    if last is not None:
+        values[-1] = last
+    return struct.pack(">II", 0x801, count) + bytes(values)
+
+args = sys.argv[1:] + [None] * 7
+directory = args[0]
+train, test = int(args[1]), int(args[2])
+side = int(args[3] or 28)
+train_labels = int(args[4] or train)
+gz = args[5] == "1"
+last = None if args[6] is None else int(args[6])
+os.makedirs(directory)
+write(os.path.join(directory, "train-images-idx3-ubyte"), images(train, side, 1), gz)
+write(os.path.join(directory, "train-labels-idx1-ubyte"), labels(train_labels), gz)
+write(os.path.join(directory, "t10k-images-idx3-ubyte"), images(test, 28, 2), gz)
+write(os.path.join(directory, "t10k-labels-idx1-ubyte"), labels(test, last), gz)
+EOF
+    fixture() {
+        python3 "$tmp/fixture.py" "$@"
+    }
+
+    # The control: the good fixtures, plain and compressed, load and train (tiny networks).
+    fixture "$tmp/good" 30 20
+    fixture "$tmp/good-gz" 30 20 28 30 1
+    for dir in good good-gz; do
+        "$kd_mnist" --data "$tmp/$dir" --epochs 1 --hidden 4 --teacher-hidden 4 --batch 10 --quiet \
+            >"$tmp/stdout" 2>"$tmp/stderr" \
+            || fail "the control run on $dir failed: $(cat "$tmp/stderr")"
+        grep -q "^training images 30 (transfer set 30), test images 20;" "$tmp/stdout" \
+            || fail "the control run on $dir: unexpected output: $(cat "$tmp/stdout")"
+    done
+
+    # expect_failure WHAT PATTERN ARGS...: kd-mnist ARGS fails as it should, and its one line on
+    # stderr holds PATTERN (a fixed string).
+    expect_failure() {
+        what=$1 pattern=$2
+        shift 2
+        if "$kd_mnist" "$@" >"$tmp/stdout" 2>"$tmp/stderr"; then
+            fail "$what: exit status 0"
+        else
+            status=$?
+        fi
+        [ "$status" -lt 128 ] || fail "$what: exit status $status (a crash?): $(cat "$tmp/stderr")"
+        lines=$(wc -l <"$tmp/stderr")
+        [ "$lines" -eq 1 ] || fail "$what: $lines lines on stderr, not 1: $(cat "$tmp/stderr")"
+        grep -q '^kd-mnist: ' "$tmp/stderr" || fail "$what: stderr: $(cat "$tmp/stderr")"
+        grep -qF -- "$pattern" "$tmp/stderr" || fail "$what: stderr lacks '$pattern': $(cat "$tmp/stderr")"
+        [ ! -s "$tmp/stdout" ] || fail "$what: wrote to stdout: $(cat "$tmp/stdout")"
+        echo "$what: exit $status: $(cat "$tmp/stderr")"
+    }
+    # bad_data WHAT DIR PATTERN: kd-mnist --data DIR fails.
+    bad_data() {
+        expect_failure "$1" "$3" --data "$2" --epochs 1 --hidden 4 --teacher-hidden 4 --quiet
+    }
+
+    bad_data "missing directory" "$tmp/no-such-directory" "$tmp/no-such-directory: no such directory"
+    bad_data "a file, not a directory" "$tmp/fixture.py" "no such directory"
+    mkdir "$tmp/empty"
+    bad_data "empty directory" "$tmp/empty" "train-images-idx3-ubyte"
+    cp -R "$tmp/good" "$tmp/no-test-labels"
+    rm "$tmp/no-test-labels/t10k-labels-idx1-ubyte"
+    bad_data "missing test labels" "$tmp/no-test-labels" "t10k-labels-idx1-ubyte"
+
+    # Wrong magic numbers: two dimensions where images need three, and image labels.
+    cp -R "$tmp/good" "$tmp/magic-802"
+    printf '\000\000\010\002' | dd of="$tmp/magic-802/train-images-idx3-ubyte" conv=notrunc status=none
+    bad_data "wrong magic (0x802)" "$tmp/magic-802" "train-images-idx3-ubyte: not an IDX file"
+    cp -R "$tmp/good" "$tmp/magic-803"
+    cp "$tmp/good/t10k-images-idx3-ubyte" "$tmp/magic-803/t10k-labels-idx1-ubyte"
+    bad_data "images as labels" "$tmp/magic-803" "t10k-labels-idx1-ubyte: not an IDX file"
+    cp -R "$tmp/good" "$tmp/text"
+    echo "not an IDX file" >"$tmp/text/train-labels-idx1-ubyte"
+    bad_data "text as labels" "$tmp/text" "train-labels-idx1-ubyte"
+
+    # Truncated: data, header, and a compressed file cut short.
+    cp -R "$tmp/good" "$tmp/truncated"
+    head -c 1000 "$tmp/good/train-images-idx3-ubyte" >"$tmp/truncated/train-images-idx3-ubyte"
+    bad_data "truncated images" "$tmp/truncated" "train-images-idx3-ubyte: truncated"
+    cp -R "$tmp/good" "$tmp/truncated-header"
+    head -c 10 "$tmp/good/t10k-images-idx3-ubyte" >"$tmp/truncated-header/t10k-images-idx3-ubyte"
+    bad_data "truncated header" "$tmp/truncated-header" "t10k-images-idx3-ubyte: truncated header"
+    cp -R "$tmp/good-gz" "$tmp/truncated-gz"
+    size=$(wc -c <"$tmp/good-gz/t10k-images-idx3-ubyte.gz")
+    head -c $((size / 2)) "$tmp/good-gz/t10k-images-idx3-ubyte.gz" >"$tmp/truncated-gz/t10k-images-idx3-ubyte.gz"
+    bad_data "truncated gzip" "$tmp/truncated-gz" "t10k-images-idx3-ubyte.gz"
+    cp -R "$tmp/good" "$tmp/trailing"
+    printf 'x' >>"$tmp/trailing/train-labels-idx1-ubyte"
+    bad_data "trailing data" "$tmp/trailing" "train-labels-idx1-ubyte: trailing data"
+
+    fixture "$tmp/counts" 30 20 28 29
+    bad_data "mismatched counts" "$tmp/counts" "30 images in train-images-idx3-ubyte but 29 labels"
+    fixture "$tmp/side-32" 30 20 32
+    bad_data "32x32 images" "$tmp/side-32" "images are 32x32, this program needs 28x28"
+    fixture "$tmp/side-32-gz" 30 20 32 30 1
+    bad_data "32x32 images, compressed" "$tmp/side-32-gz" "images are 32x32"
+    fixture "$tmp/label-10" 30 20 28 30 0 10
+    bad_data "a label 10" "$tmp/label-10" "label 10 of item 19"
+
+    # Bad options (on good data: were one accepted, the tiny run would succeed and be caught).
+    good=$tmp/good
+    expect_failure "unknown option" "unknown option '--frobnicate'" --data "$good" --frobnicate
+    expect_failure "stray argument" "unknown option 'extra'" --data "$good" extra
+    expect_failure "--alpha 2" "--alpha needs a valid value" --data "$good" --alpha 2
+    expect_failure "--alpha -0.1" "--alpha needs a valid value" --data "$good" --alpha -0.1
+    expect_failure "--alpha without value" "--alpha needs a value" --data "$good" --alpha
+    expect_failure "--epochs 0" "--epochs needs a valid value" --data "$good" --epochs 0
+    expect_failure "--threads abc" "--threads needs a valid value" --data "$good" --threads abc
+    expect_failure "--omit-class 10" "--omit-class needs a valid value" --data "$good" --omit-class 10
+    expect_failure "--data without value" "--data needs a value" --data
+}
+
+quick() {
+    data=${1:?$usage}
+    [ -d "$data" ] || fail "$data: no such directory (Debian: apt-get install dataset-fashion-mnist)"
+    start=$(date +%s)
+    "$kd_mnist" --quick --data "$data" --json "$tmp/out.json" --quiet --threads 2 \
+        >"$tmp/stdout" 2>"$tmp/stderr" \
+        || fail "exit status $?: $(cat "$tmp/stderr")"
+    end=$(date +%s)
+    cat "$tmp/stdout"
+    [ ! -s "$tmp/stderr" ] || fail "--quiet, yet on stderr: $(cat "$tmp/stderr")"
+    grep -Eq '^model +test errors +accuracy +epochs +train time$' "$tmp/stdout" \
+        || fail "no table header on stdout"
+    python3 - "$tmp/out.json" "$tmp/stdout" <<'EOF'
+import json, sys
+
+with open(sys.argv[1]) as f:
+    report = json.load(f)
+with open(sys.argv[2]) as f:
+    table = f.read().splitlines()
+
+def check(condition, message):
+    if not condition:
+        sys.exit(f"check failed: {message}")
+
+check(report["train_count"] == 10000, f"train_count {report['train_count']}, not 10000")
+check(report["test_count"] == 10000, f"test_count {report['test_count']}, not 10000")
+check(report["transfer_count"] == 10000, f"transfer_count {report['transfer_count']}, not 10000")
+models = report["models"]
+check(sorted(models) == ["baseline", "distilled", "teacher"], f"models: {sorted(models)}")
+for name, model in models.items():
+    errors = model["test_errors"]
+    check(type(errors) is int and 0 <= errors <= 10000, f"{name}: test_errors {errors!r}")
+    check(model["epochs"] == 3, f"{name}: {model['epochs']} epochs, --quick means 3")
+    check(abs(model["accuracy"] - (1 - errors / 10000)) < 1e-6, f"{name}: accuracy {model['accuracy']}")
+    check(model["loaded"] is False, f"{name}: loaded")
+    rows = [line.split() for line in table if line.startswith(name + " ")]
+    check(len(rows) == 1 and rows[0][2] == str(errors), f"{name}: the table says {rows}")
+    print(f"{name}: {errors} test errors, {model['train_seconds']:.1f} s of training")
+check(models["teacher"]["widths"] == [784, 1200, 1200, 10], f"teacher widths {models['teacher']['widths']}")
+teacher = 1 - models["teacher"]["test_errors"] / 10000
+check(teacher > 0.5, f"teacher accuracy {teacher} (chance is 0.1)")
+EOF
+    echo "kd-mnist --quick: $((end - start)) s"
+}
+
+case $mode in
+bad-input) bad_input ;;
+quick) quick "${3:-}" ;;
+*) fail "$usage" ;;
+esac
+echo "$name: all checks passed"
