@@ -12,6 +12,12 @@
  * KD_ERROR_INVALID_ARGUMENT for a struct_size too small or a NULL function. */
 kd_status kd_allocator_resolve(const kd_allocator *host, kd_allocator *out);
 
+/* The first step of every handle's creation: resolves the host allocator into *resolved and
+ * allocates `size` zeroed bytes from it into *block. KD_ERROR_INVALID_ARGUMENT (allocator) or
+ * KD_ERROR_OUT_OF_MEMORY, leaving *block untouched. */
+kd_status kd_alloc_handle(const kd_allocator *host, size_t size, kd_allocator *resolved,
+                          void **block);
+
 /* `count` elements of `size` bytes from the allocator, or NULL (also on overflow or count 0). */
 void *kd_alloc_array(const kd_allocator *allocator, size_t count, size_t size);
 

@@ -47,21 +47,18 @@ static void put_bytes(writer *w, const void *data, size_t n)
         w->failed = 1;
 }
 
-static void put_u32(writer *w, uint32_t v)
-{
-    unsigned char b[4];
-    for (int i = 0; i < 4; i++)
-        b[i] = (unsigned char)(v >> (8 * i));
-    put_bytes(w, b, sizeof b);
-}
-
-static void put_u64(writer *w, uint64_t v)
+/* An unsigned integer of `size` bytes (4 or 8), little-endian. */
+static void put_le(writer *w, uint64_t v, int size)
 {
     unsigned char b[8];
-    for (int i = 0; i < 8; i++)
+    for (int i = 0; i < size; i++)
         b[i] = (unsigned char)(v >> (8 * i));
-    put_bytes(w, b, sizeof b);
+    put_bytes(w, b, (size_t)size);
 }
+
+static void put_u32(writer *w, uint32_t v) { put_le(w, v, 4); }
+
+static void put_u64(writer *w, uint64_t v) { put_le(w, v, 8); }
 
 static void put_f64(writer *w, double v)
 {
@@ -227,25 +224,20 @@ static void get_bytes(reader *r, void *data, size_t n)
     r->crc = kd_crc32(r->crc, data, n);
 }
 
-static uint32_t get_u32(reader *r)
+/* An unsigned integer of `size` bytes (4 or 8), little-endian. */
+static uint64_t get_le(reader *r, int size)
 {
-    unsigned char b[4];
-    get_bytes(r, b, sizeof b);
-    uint32_t v = 0;
-    for (int i = 3; i >= 0; i--)
+    unsigned char b[8];
+    get_bytes(r, b, (size_t)size);
+    uint64_t v = 0;
+    for (int i = size - 1; i >= 0; i--)
         v = (v << 8) | b[i];
     return v;
 }
 
-static uint64_t get_u64(reader *r)
-{
-    unsigned char b[8];
-    get_bytes(r, b, sizeof b);
-    uint64_t v = 0;
-    for (int i = 7; i >= 0; i--)
-        v = (v << 8) | b[i];
-    return v;
-}
+static uint32_t get_u32(reader *r) { return (uint32_t)get_le(r, 4); }
+
+static uint64_t get_u64(reader *r) { return get_le(r, 8); }
 
 static double get_f64(reader *r)
 {

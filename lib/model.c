@@ -16,13 +16,11 @@ static const struct {
 static kd_status new_model(kd_model **out, const kd_allocator *allocator, kd_model_kind kind)
 {
     kd_allocator resolved;
-    kd_status status = kd_allocator_resolve(allocator, &resolved);
+    void *block;
+    kd_status status = kd_alloc_handle(allocator, sizeof(kd_model), &resolved, &block);
     if (status != KD_OK)
         return status;
-    kd_model *model = kd_alloc_array(&resolved, 1, sizeof *model);
-    if (model == NULL)
-        return KD_ERROR_OUT_OF_MEMORY;
-    memset(model, 0, sizeof *model);
+    kd_model *model = block;
     model->allocator = resolved;
     model->kind = kind;
     *out = model;
@@ -235,24 +233,24 @@ kd_status kd_model_zero_gradients(kd_model *model)
     return KD_OK;
 }
 
-kd_status kd_model_parameters(kd_model *model, float **parameters)
+/* Hands out one of the model's arrays through `getter`. */
+static kd_status give_array(kd_model *model, float **out, float *(*getter)(kd_model *))
 {
-    if (model == NULL || parameters == NULL)
+    if (model == NULL || out == NULL)
         return KD_ERROR_NULL_POINTER;
-    float *array = kd_model_parameter_array(model);
+    float *array = getter(model);
     if (array == NULL)
         return KD_ERROR_CALLBACK_FAILED;
-    *parameters = array;
+    *out = array;
     return KD_OK;
+}
+
+kd_status kd_model_parameters(kd_model *model, float **parameters)
+{
+    return give_array(model, parameters, kd_model_parameter_array);
 }
 
 kd_status kd_model_gradients(kd_model *model, float **gradients)
 {
-    if (model == NULL || gradients == NULL)
-        return KD_ERROR_NULL_POINTER;
-    float *array = kd_model_gradient_array(model);
-    if (array == NULL)
-        return KD_ERROR_CALLBACK_FAILED;
-    *gradients = array;
-    return KD_OK;
+    return give_array(model, gradients, kd_model_gradient_array);
 }

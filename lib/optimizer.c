@@ -32,17 +32,17 @@ size_t kd_optimizer_state_width(kd_optimizer_kind kind) { return kind == KD_OPTI
 kd_status kd_optimizer_new(kd_optimizer **optimizer, kd_optimizer_kind kind,
                            size_t parameter_count, const kd_allocator *allocator)
 {
-    kd_allocator resolved;
-    kd_status status = kd_allocator_resolve(allocator, &resolved);
-    if (status != KD_OK)
-        return status;
     const size_t width = kd_optimizer_state_width(kind);
     if (parameter_count > SIZE_MAX / sizeof(float) / width)
         return KD_ERROR_SIZE_OVERFLOW;
-    kd_optimizer *created = kd_alloc_array(&resolved, 1, sizeof *created);
+    kd_allocator resolved;
+    void *block;
+    kd_status status = kd_alloc_handle(allocator, sizeof(kd_optimizer), &resolved, &block);
+    if (status != KD_OK)
+        return status;
+    kd_optimizer *created = block;
     float *state = kd_alloc_array(&resolved, parameter_count * width, sizeof *state);
-    if (created == NULL || state == NULL) {
-        kd_free(&resolved, state);
+    if (state == NULL) {
         kd_free(&resolved, created);
         return KD_ERROR_OUT_OF_MEMORY;
     }

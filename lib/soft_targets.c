@@ -22,26 +22,12 @@ kd_status kd_soft_targets_strided(const float *teacher_logits, size_t rows, size
                       targets_stride);
 }
 
-/* Checks the shape, temperature and output of a soft-target call. */
-static kd_status check_call(const void *input, const float *targets, size_t rows, size_t classes,
-                            size_t input_stride, size_t targets_stride, float temperature)
-{
-    if (input == NULL || targets == NULL)
-        return KD_ERROR_NULL_POINTER;
-    kd_status status = kd_check_matrix(rows, classes, input_stride);
-    if (status == KD_OK)
-        status = kd_check_matrix(rows, classes, targets_stride);
-    if (status == KD_OK)
-        status = kd_check_temperature(temperature);
-    return status;
-}
-
 kd_status kd_soft_targets_from_probabilities(const float *teacher_probabilities, size_t rows,
                                              size_t classes, size_t probabilities_stride,
                                              float temperature, float *targets,
                                              size_t targets_stride)
 {
-    kd_status status = check_call(teacher_probabilities, targets, rows, classes,
+    kd_status status = kd_check_row_call(teacher_probabilities, targets, rows, classes,
                                   probabilities_stride, targets_stride, temperature);
     for (size_t r = 0; status == KD_OK && r < rows; r++) {
         double sum;
@@ -151,7 +137,7 @@ kd_status kd_soft_targets_ensemble(const float *const *member_logits, size_t mem
                                    size_t rows, size_t classes, size_t member_stride,
                                    float temperature, float *targets, size_t targets_stride)
 {
-    kd_status status = check_call(member_logits, targets, rows, classes, member_stride,
+    kd_status status = kd_check_row_call(member_logits, targets, rows, classes, member_stride,
                                   targets_stride, temperature);
     double total = 0.0;
     if (status == KD_OK)

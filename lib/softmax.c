@@ -10,13 +10,8 @@ typedef void (*row_kernel)(const float *x, size_t n, double t, float *out);
 static kd_status apply_rows(row_kernel kernel, const float *logits, size_t rows, size_t classes,
                             size_t logits_stride, float temperature, float *out, size_t out_stride)
 {
-    if (logits == NULL || out == NULL)
-        return KD_ERROR_NULL_POINTER;
-    kd_status status = kd_check_matrix(rows, classes, logits_stride);
-    if (status == KD_OK)
-        status = kd_check_matrix(rows, classes, out_stride);
-    if (status == KD_OK)
-        status = kd_check_temperature(temperature);
+    kd_status status = kd_check_row_call(logits, out, rows, classes, logits_stride, out_stride,
+                                         temperature);
     if (status == KD_OK)
         status = kd_check_logits(logits, rows, classes, logits_stride);
     if (status != KD_OK)

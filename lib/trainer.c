@@ -28,12 +28,11 @@ kd_status kd_trainer_create(kd_trainer **trainer, kd_model *student, kd_optimize
     if (optimizer->parameter_count != student->parameter_count)
         return KD_ERROR_SHAPE_MISMATCH;
     kd_allocator resolved;
-    kd_status status = kd_allocator_resolve(allocator, &resolved);
+    void *block;
+    kd_status status = kd_alloc_handle(allocator, sizeof(kd_trainer), &resolved, &block);
     if (status != KD_OK)
         return status;
-    kd_trainer *created = kd_alloc_array(&resolved, 1, sizeof *created);
-    if (created == NULL)
-        return KD_ERROR_OUT_OF_MEMORY;
+    kd_trainer *created = block;
     *created = (kd_trainer){resolved, student, optimizer, loss, 0, 0, NULL, NULL, NULL, NULL};
     *trainer = created;
     return KD_OK;

@@ -23,6 +23,19 @@ kd_status kd_check_temperature(double temperature)
     return (isfinite(temperature) && temperature > 0.0) ? KD_OK : KD_ERROR_INVALID_TEMPERATURE;
 }
 
+kd_status kd_check_row_call(const void *input, const float *output, size_t rows, size_t cols,
+                            size_t input_stride, size_t output_stride, double temperature)
+{
+    if (input == NULL || output == NULL)
+        return KD_ERROR_NULL_POINTER;
+    kd_status status = kd_check_matrix(rows, cols, input_stride);
+    if (status == KD_OK)
+        status = kd_check_matrix(rows, cols, output_stride);
+    if (status == KD_OK)
+        status = kd_check_temperature(temperature);
+    return status;
+}
+
 kd_status kd_check_logit_row(const float *row, size_t n)
 {
     size_t masked = 0;

@@ -11,6 +11,11 @@
  * ((rows - 1) * stride + cols floats) cannot be addressed, else KD_OK. */
 kd_status kd_check_matrix(size_t rows, size_t cols, size_t stride);
 
+/* The checks every stateless row kernel starts with: input and output not NULL, both a
+ * rows x cols matrix with their strides, temperature finite and > 0. */
+kd_status kd_check_row_call(const void *input, const float *output, size_t rows, size_t cols,
+                            size_t input_stride, size_t output_stride, double temperature);
+
 /* KD_ERROR_INVALID_TEMPERATURE unless temperature is finite and > 0. */
 kd_status kd_check_temperature(double temperature);
 
