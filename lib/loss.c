@@ -21,6 +21,7 @@ static const param_spec param_specs[KD_LOSS_PARAM_COUNT] = {
     [KD_LOSS_PARAM_TEACHER_KIND] = {KD_TEACHER_LOGITS, KD_TEACHER_PROBABILITIES, KD_TEACHER_LOGITS, 1},
     [KD_LOSS_PARAM_ENSEMBLE_MODE] = {KD_ENSEMBLE_ARITHMETIC, KD_ENSEMBLE_GEOMETRIC,
                                      KD_ENSEMBLE_ARITHMETIC, 1},
+    [KD_LOSS_PARAM_THREADS] = {1.0, KD_LOSS_MAX_THREADS, 1.0, 1},
 };
 
 static int known_param(kd_loss_param param)
@@ -42,8 +43,13 @@ kd_status kd_loss_create(kd_loss **loss, const kd_allocator *allocator)
     created->allocator = resolved;
     for (int p = 0; p < KD_LOSS_PARAM_COUNT; p++)
         created->param[p] = param_specs[p].initial;
+    created->kernels = kd_fast_best();
     created->scratch = NULL;
     created->capacity = 0;
+    created->slots = 0;
+    created->row_values = NULL;
+    created->row_capacity = 0;
+    created->pool = NULL;
     *loss = created;
     return KD_OK;
 }
@@ -53,6 +59,8 @@ void kd_loss_destroy(kd_loss *loss)
     if (loss == NULL)
         return;
     kd_allocator allocator = loss->allocator;
+    kd_pool_destroy(loss->pool, &allocator);
+    kd_free(&allocator, loss->row_values);
     kd_free(&allocator, loss->scratch);
     kd_free(&allocator, loss);
 }
@@ -91,19 +99,54 @@ kd_status kd_loss_get(const kd_loss *loss, kd_loss_param param, double *value)
     return KD_OK;
 }
 
+size_t kd_loss_threads(const kd_loss *loss)
+{
+    return (size_t)loss->param[KD_LOSS_PARAM_THREADS];
+}
+
 kd_status kd_loss_ensure_scratch(kd_loss *loss, size_t classes)
 {
-    if (classes <= loss->capacity)
+    const size_t slots = kd_loss_threads(loss);
+    if (classes <= loss->capacity && slots <= loss->slots)
         return KD_OK;
-    if (classes > SIZE_MAX / 2)
+    classes = classes > loss->capacity ? classes : loss->capacity;
+    if (classes > SIZE_MAX / 2 / slots)
         return KD_ERROR_OUT_OF_MEMORY;
-    double *grown = kd_alloc_array(&loss->allocator, 2 * classes, sizeof *grown);
+    double *grown = kd_alloc_array(&loss->allocator, 2 * classes * slots, sizeof *grown);
     if (grown == NULL)
         return KD_ERROR_OUT_OF_MEMORY;
     kd_free(&loss->allocator, loss->scratch);
     loss->scratch = grown;
     loss->capacity = classes;
+    loss->slots = slots;
     return KD_OK;
+}
+
+kd_status kd_loss_ensure_row_values(kd_loss *loss, size_t rows)
+{
+    if (rows <= loss->row_capacity)
+        return KD_OK;
+    double *grown = kd_alloc_array(&loss->allocator, rows, KD_LOSS_VALUE_COUNT * sizeof *grown);
+    if (grown == NULL)
+        return KD_ERROR_OUT_OF_MEMORY;
+    kd_free(&loss->allocator, loss->row_values);
+    loss->row_values = grown;
+    loss->row_capacity = rows;
+    return KD_OK;
+}
+
+kd_status kd_loss_ensure_pool(kd_loss *loss, size_t threads)
+{
+    if (loss->pool != NULL && kd_pool_threads(loss->pool) == threads)
+        return KD_OK;
+    kd_pool_destroy(loss->pool, &loss->allocator);
+    loss->pool = NULL;
+    return kd_pool_create(&loss->pool, &loss->allocator, threads);
+}
+
+void kd_loss_use_kernels(kd_loss *loss, const kd_fast_kernels *kernels)
+{
+    loss->kernels = kernels;
 }
 
 kd_status kd_loss_reserve(kd_loss *loss, size_t classes)

@@ -3,6 +3,7 @@
 #include <math.h>
 #include <string.h>
 
+#include "loss_fast.h"
 #include "loss_internal.h"
 #include "loss_row.h"
 #include "loss_teacher.h"
@@ -48,19 +49,59 @@ static int masks_fit(kd_divergence divergence, int student_masks, int teacher_ma
     return 0;
 }
 
+/* Whether rows of this call take the fused float kernels: KL or cross-entropy against one
+ * logits teacher, or the hard loss alone. */
+static int fast_path(const kd_loss *loss, const batch *b)
+{
+    if (b->teacher == NULL)
+        return 1;
+    kd_divergence d = divergence_of(loss);
+    return (d == KD_DIVERGENCE_KL || d == KD_DIVERGENCE_CROSS_ENTROPY) && b->teacher->count == 1
+           && b->teacher->kind == KD_TEACHER_LOGITS;
+}
+
+static const float *teacher_row(const batch *b, size_t r)
+{
+    return b->teacher == NULL ? NULL : b->teacher->members[0] + r * b->teacher->stride;
+}
+
+static kd_status check_label(const batch *b, size_t r, const float *z)
+{
+    if (b->labels == NULL)
+        return KD_OK;
+    int32_t label = b->labels[r];
+    if (label < 0 || (size_t)label >= b->classes || z[label] == -INFINITY)
+        return KD_ERROR_INVALID_LABEL;
+    return KD_OK;
+}
+
+/* The fused kernels' check of row r, with the statuses in the order of check_row's. */
+static kd_status check_fast_row(const kd_loss *loss, const batch *b, size_t r)
+{
+    const float *z = b->student + r * b->student_stride;
+    unsigned bits = loss->kernels->check(z, teacher_row(b, r), b->classes);
+    if (bits & KD_FAST_STUDENT_NONFINITE)
+        return KD_ERROR_NONFINITE_INPUT;
+    if (bits & KD_FAST_STUDENT_MASKED)
+        return KD_ERROR_ALL_MASKED;
+    kd_status status = check_label(b, r, z);
+    if (status != KD_OK)
+        return status;
+    if (bits & KD_FAST_TEACHER_NONFINITE)
+        return KD_ERROR_NONFINITE_INPUT;
+    if (bits & KD_FAST_TEACHER_MASKED)
+        return KD_ERROR_ALL_MASKED;
+    return (bits & KD_FAST_MASK_MISFIT) ? KD_ERROR_SHAPE_MISMATCH : KD_OK;
+}
+
 static kd_status check_row(const kd_loss *loss, const batch *b, size_t r)
 {
     const float *z = b->student + r * b->student_stride;
     kd_status status = kd_check_logit_row(z, b->classes);
-    if (status != KD_OK)
+    if (status == KD_OK)
+        status = check_label(b, r, z);
+    if (status != KD_OK || b->teacher == NULL)
         return status;
-    if (b->labels != NULL) {
-        int32_t label = b->labels[r];
-        if (label < 0 || (size_t)label >= b->classes || z[label] == -INFINITY)
-            return KD_ERROR_INVALID_LABEL;
-    }
-    if (b->teacher == NULL)
-        return KD_OK;
     status = kd_teacher_check_row(b->teacher, r, b->classes);
     if (status != KD_OK)
         return status;
@@ -70,8 +111,121 @@ static kd_status check_row(const kd_loss *loss, const batch *b, size_t r)
     return KD_OK;
 }
 
-/* Everything that can fail, before the first byte of output is written. */
-static kd_status check_batch(kd_loss *loss, const batch *b, size_t *counted)
+/* One call's work, shared by the threads that run it. */
+typedef struct job {
+    kd_loss *loss;
+    const batch *b;
+    int fast;
+    kd_row_spec spec;
+    double soft_scale;
+    double *row_values; /* per-row values when several threads reduce; else NULL */
+    double sum[KD_LOSS_VALUE_COUNT];
+    /* The check: per thread, rows counted and the first failing row's status. */
+    size_t counted[KD_LOSS_MAX_THREADS];
+    kd_status status[KD_LOSS_MAX_THREADS];
+} job;
+
+/* Rows [*first, *last) of thread `index` of `threads`: contiguous, in order. */
+static void share(size_t rows, size_t index, size_t threads, size_t *first, size_t *last)
+{
+    *first = rows * index / threads;
+    *last = rows * (index + 1) / threads;
+}
+
+/* The check of one thread's rows; stops at its first failing row. */
+static void check_rows(void *context, size_t index, size_t threads)
+{
+    job *j = context;
+    size_t first, last;
+    share(j->b->rows, index, threads, &first, &last);
+    j->counted[index] = 0;
+    j->status[index] = KD_OK;
+    for (size_t r = first; r < last; r++) {
+        if (ignored(j->loss, j->b, r))
+            continue;
+        kd_status status = j->fast ? check_fast_row(j->loss, j->b, r) : check_row(j->loss, j->b, r);
+        if (status != KD_OK) {
+            j->status[index] = status;
+            return;
+        }
+        j->counted[index]++;
+    }
+}
+
+/* The loss of row r (not ignored) into part[], and its gradient. */
+static void compute_row(const job *j, size_t r, size_t index, double *part, float *grad)
+{
+    const batch *b = j->b;
+    kd_loss *loss = j->loss;
+    const float *z = b->student + r * b->student_stride;
+    const int32_t label = b->labels == NULL ? 0 : b->labels[r];
+    if (j->fast) {
+        kd_fast_row(loss->kernels, &j->spec, z, teacher_row(b, r), b->classes, label,
+                    &part[KD_LOSS_VALUE_SOFT], &part[KD_LOSS_VALUE_HARD], grad);
+    } else {
+        double *teacher = loss->scratch + 2 * index * loss->capacity, *work = teacher + loss->capacity;
+        double log_norm = 0.0;
+        if (b->teacher != NULL && j->spec.divergence == KD_DIVERGENCE_LOGIT_MSE)
+            kd_teacher_mean_logits(b->teacher, r, b->classes, teacher);
+        else if (b->teacher != NULL)
+            kd_teacher_log_weights(b->teacher, r, b->classes, j->spec.t, teacher, &log_norm);
+        kd_loss_row(&j->spec, z, b->classes, teacher, log_norm, label, work,
+                    &part[KD_LOSS_VALUE_SOFT], &part[KD_LOSS_VALUE_HARD], grad);
+    }
+    part[KD_LOSS_VALUE_TOTAL] = b->alpha * j->soft_scale * part[KD_LOSS_VALUE_SOFT]
+                                + (1.0 - b->alpha) * part[KD_LOSS_VALUE_HARD];
+}
+
+/* The rows of one thread: gradients, per-row values, and (one thread) the running sum. */
+static void compute_rows(void *context, size_t index, size_t threads)
+{
+    job *j = context;
+    const batch *b = j->b;
+    const int per_row = (kd_reduction)j->loss->param[KD_LOSS_PARAM_REDUCTION] == KD_REDUCTION_NONE;
+    size_t first, last;
+    share(b->rows, index, threads, &first, &last);
+    for (size_t r = first; r < last; r++) {
+        float *grad = b->grad == NULL ? NULL : b->grad + r * b->grad_stride;
+        double part[KD_LOSS_VALUE_COUNT] = {0.0, 0.0, 0.0};
+        if (!ignored(j->loss, b, r))
+            compute_row(j, r, index, part, grad);
+        else if (grad != NULL)
+            memset(grad, 0, b->classes * sizeof *grad);
+        for (int k = 0; k < KD_LOSS_VALUE_COUNT; k++) {
+            if (b->values != NULL && per_row)
+                b->values[r * KD_LOSS_VALUE_COUNT + k] = (float)part[k];
+            if (j->row_values != NULL)
+                j->row_values[r * KD_LOSS_VALUE_COUNT + k] = part[k];
+            else
+                j->sum[k] += part[k];
+        }
+    }
+}
+
+/* Batches below this many elements run on the caller's thread. */
+enum { KD_LOSS_PARALLEL_ELEMENTS = 1 << 15 };
+
+/* How many threads a call runs on. */
+static size_t threads_for(const kd_loss *loss, const batch *b)
+{
+    size_t threads = kd_loss_threads(loss);
+    if (threads > b->rows)
+        threads = b->rows;
+    if (b->rows * b->classes < KD_LOSS_PARALLEL_ELEMENTS)
+        threads = 1;
+    return threads;
+}
+
+/* Runs one phase of the job on `threads` threads. */
+static void run_phase(kd_loss *loss, size_t threads, kd_pool_job phase, job *j)
+{
+    if (threads == 1)
+        phase(j, 0, 1);
+    else
+        kd_pool_run(loss->pool, phase, j);
+}
+
+static kd_status run(kd_loss *loss, const batch *b)
 {
     kd_status status = kd_check_matrix(b->rows, b->classes, b->student_stride);
     if (status == KD_OK && b->teacher != NULL)
@@ -81,69 +235,53 @@ static kd_status check_batch(kd_loss *loss, const batch *b, size_t *counted)
     if (status == KD_OK && b->teacher != NULL && divergence_of(loss) == KD_DIVERGENCE_LOGIT_MSE
         && b->teacher->kind == KD_TEACHER_PROBABILITIES)
         status = KD_ERROR_UNSUPPORTED;
-    *counted = 0;
-    for (size_t r = 0; status == KD_OK && r < b->rows; r++) {
-        if (ignored(loss, b, r))
-            continue;
-        status = check_row(loss, b, r);
-        ++*counted;
-    }
-    if (status == KD_OK)
-        status = kd_loss_ensure_scratch(loss, b->classes);
-    return status;
-}
-
-static kd_status run(kd_loss *loss, const batch *b)
-{
-    size_t counted;
-    kd_status status = check_batch(loss, b, &counted);
+    const size_t threads = status == KD_OK ? threads_for(loss, b) : 1;
+    if (status == KD_OK && threads > 1)
+        status = kd_loss_ensure_pool(loss, threads);
     if (status != KD_OK)
         return status;
 
     const double t = loss->param[KD_LOSS_PARAM_TEMPERATURE];
-    const double alpha = b->alpha;
-    const double soft_scale = loss->param[KD_LOSS_PARAM_SCALE_T_SQUARED] != 0.0 ? t * t : 1.0;
     const kd_reduction reduction = (kd_reduction)loss->param[KD_LOSS_PARAM_REDUCTION];
+    job j;
+    j.loss = loss;
+    j.b = b;
+    j.fast = fast_path(loss, b);
+    j.soft_scale = loss->param[KD_LOSS_PARAM_SCALE_T_SQUARED] != 0.0 ? t * t : 1.0;
+    j.row_values = NULL;
+    run_phase(loss, threads, check_rows, &j);
+    size_t counted = 0;
+    for (size_t k = 0; k < threads; k++) {
+        if (j.status[k] != KD_OK)
+            return j.status[k];
+        counted += j.counted[k];
+    }
+    status = kd_loss_ensure_scratch(loss, b->classes);
+    if (status == KD_OK && threads > 1 && reduction != KD_REDUCTION_NONE)
+        status = kd_loss_ensure_row_values(loss, b->rows);
+    if (status != KD_OK)
+        return status;
+
     const double row_scale = reduction == KD_REDUCTION_MEAN && counted > 0 ? 1.0 / (double)counted : 1.0;
-    const kd_row_spec spec = {
+    j.spec = (kd_row_spec){
         .divergence = divergence_of(loss),
         .t = t,
         .beta = loss->param[KD_LOSS_PARAM_JSD_BETA],
         .has_teacher = b->teacher != NULL,
         .has_label = b->labels != NULL,
-        .soft_weight = alpha * soft_scale * row_scale,
-        .hard_weight = (1.0 - alpha) * row_scale,
+        .soft_weight = b->alpha * j.soft_scale * row_scale,
+        .hard_weight = (1.0 - b->alpha) * row_scale,
     };
-    double *teacher_row = loss->scratch, *work = loss->scratch + loss->capacity;
-    double sum[KD_LOSS_VALUE_COUNT] = {0.0, 0.0, 0.0};
-
-    for (size_t r = 0; r < b->rows; r++) {
-        float *grad = b->grad == NULL ? NULL : b->grad + r * b->grad_stride;
-        double part[KD_LOSS_VALUE_COUNT] = {0.0, 0.0, 0.0};
-        if (ignored(loss, b, r)) {
-            if (grad != NULL)
-                memset(grad, 0, b->classes * sizeof *grad);
-        } else {
-            double log_norm = 0.0;
-            if (b->teacher != NULL && spec.divergence == KD_DIVERGENCE_LOGIT_MSE)
-                kd_teacher_mean_logits(b->teacher, r, b->classes, teacher_row);
-            else if (b->teacher != NULL)
-                kd_teacher_log_weights(b->teacher, r, b->classes, t, teacher_row, &log_norm);
-            kd_loss_row(&spec, b->student + r * b->student_stride, b->classes, teacher_row, log_norm,
-                        b->labels == NULL ? 0 : b->labels[r], work, &part[KD_LOSS_VALUE_SOFT],
-                        &part[KD_LOSS_VALUE_HARD], grad);
-            part[KD_LOSS_VALUE_TOTAL] = alpha * soft_scale * part[KD_LOSS_VALUE_SOFT]
-                                        + (1.0 - alpha) * part[KD_LOSS_VALUE_HARD];
-        }
-        for (int k = 0; k < KD_LOSS_VALUE_COUNT; k++) {
-            sum[k] += part[k];
-            if (b->values != NULL && reduction == KD_REDUCTION_NONE)
-                b->values[r * KD_LOSS_VALUE_COUNT + k] = (float)part[k];
-        }
-    }
+    j.row_values = threads > 1 && reduction != KD_REDUCTION_NONE ? loss->row_values : NULL;
+    for (int k = 0; k < KD_LOSS_VALUE_COUNT; k++)
+        j.sum[k] = 0.0;
+    run_phase(loss, threads, compute_rows, &j);
+    for (size_t r = 0; j.row_values != NULL && r < b->rows; r++)
+        for (int k = 0; k < KD_LOSS_VALUE_COUNT; k++)
+            j.sum[k] += j.row_values[r * KD_LOSS_VALUE_COUNT + k];
     if (b->values != NULL && reduction != KD_REDUCTION_NONE)
         for (int k = 0; k < KD_LOSS_VALUE_COUNT; k++)
-            b->values[k] = (float)(sum[k] * (reduction == KD_REDUCTION_MEAN ? row_scale : 1.0));
+            b->values[k] = (float)(j.sum[k] * (reduction == KD_REDUCTION_MEAN ? row_scale : 1.0));
     return KD_OK;
 }
 

@@ -6,21 +6,46 @@
 #include <stddef.h>
 
 #include "kd/loss.h"
+#include "loss_fast.h"
+#include "pool.h"
 
-enum { KD_LOSS_PARAM_COUNT = KD_LOSS_PARAM_ENSEMBLE_MODE + 1 };
+enum { KD_LOSS_PARAM_COUNT = KD_LOSS_PARAM_THREADS + 1, KD_LOSS_MAX_THREADS = 256 };
 
 struct kd_loss {
     kd_allocator allocator;
     /* Every parameter, indexed by kd_loss_param, as validated by kd_loss_set(). */
     double param[KD_LOSS_PARAM_COUNT];
-    /* Two rows of `capacity` doubles: the teacher's row and a work row. */
+    /* The fused kernels, chosen for this CPU when the handle was created. */
+    const kd_fast_kernels *kernels;
+    /* Per thread, two rows of `capacity` doubles: the teacher's row and a work row (the
+     * general path); `slots` threads are served. */
     double *scratch;
-    size_t capacity;
+    size_t capacity, slots;
+    /* KD_LOSS_VALUE_COUNT doubles per row, for reductions over rows computed on several
+     * threads (summed afterwards in row order). */
+    double *row_values;
+    size_t row_capacity;
+    /* The workers, started by the first call that runs on more than one thread. */
+    kd_pool *pool;
 };
 
-/* Makes the scratch hold rows of `classes` classes: KD_OK or KD_ERROR_OUT_OF_MEMORY (scratch
- * unchanged). Allocates only when it must grow. */
+/* The number of threads KD_LOSS_PARAM_THREADS asks for. */
+size_t kd_loss_threads(const kd_loss *loss);
+
+/* Makes the scratch hold rows of `classes` classes for every thread: KD_OK or
+ * KD_ERROR_OUT_OF_MEMORY (scratch unchanged). Allocates only when it must grow. */
 kd_status kd_loss_ensure_scratch(kd_loss *loss, size_t classes);
+
+/* Makes row_values hold `rows` rows; as kd_loss_ensure_scratch. */
+kd_status kd_loss_ensure_row_values(kd_loss *loss, size_t rows);
+
+/* Makes the pool run on `threads` threads (>= 2), restarting it if it has another size:
+ * KD_OK or KD_ERROR_OUT_OF_MEMORY (then no pool is left). */
+kd_status kd_loss_ensure_pool(kd_loss *loss, size_t threads);
+
+/* Test hook, not exported: makes the handle use the given kernels (kd_fast_portable() or the
+ * AVX2 ones) instead of those chosen for the CPU. */
+void kd_loss_use_kernels(kd_loss *loss, const kd_fast_kernels *kernels);
 
 /* The hard loss alone (as if alpha were 0 and there were no teacher) on packed rows, for the
  * trainer's steps without a teacher; otherwise as kd_loss_compute. */

@@ -125,6 +125,7 @@ static const param_info params[] = {
     {KD_LOSS_PARAM_JSD_BETA, "JSD beta", 0.0, 1.0, 0.5, 0},
     {KD_LOSS_PARAM_TEACHER_KIND, "teacher kind", 0.0, 1.0, KD_TEACHER_LOGITS, 1},
     {KD_LOSS_PARAM_ENSEMBLE_MODE, "ensemble mode", 0.0, 1.0, KD_ENSEMBLE_ARITHMETIC, 1},
+    {KD_LOSS_PARAM_THREADS, "threads", 1.0, 256.0, 1.0, 1},
 };
 enum { param_count = sizeof params / sizeof params[0] };
 
@@ -201,6 +202,7 @@ static void defaults(void **state)
     assert_true(get_param(loss, KD_LOSS_PARAM_JSD_BETA) == 0.5);
     assert_true(get_param(loss, KD_LOSS_PARAM_TEACHER_KIND) == KD_TEACHER_LOGITS);
     assert_true(get_param(loss, KD_LOSS_PARAM_ENSEMBLE_MODE) == KD_ENSEMBLE_ARITHMETIC);
+    assert_true(get_param(loss, KD_LOSS_PARAM_THREADS) == 1.0);
     assert_defaults_except(loss, -1);
 
     /* kd_loss_get's own errors: the output stays as it was. */
@@ -209,7 +211,7 @@ static void defaults(void **state)
     assert_true(value == 42.0);
     assert_int_equal(kd_loss_get(loss, KD_LOSS_PARAM_ALPHA, NULL), KD_ERROR_NULL_POINTER);
     assert_int_equal(kd_loss_get(loss, (kd_loss_param)99, &value), KD_ERROR_INVALID_ARGUMENT);
-    assert_int_equal(kd_loss_get(loss, (kd_loss_param)9, &value), KD_ERROR_INVALID_ARGUMENT);
+    assert_int_equal(kd_loss_get(loss, (kd_loss_param)10, &value), KD_ERROR_INVALID_ARGUMENT);
     assert_int_equal(kd_loss_get(loss, (kd_loss_param)-1, &value), KD_ERROR_INVALID_ARGUMENT);
     assert_true(value == 42.0);
     kd_loss_destroy(loss);
@@ -233,7 +235,7 @@ static void param_bounds(void **state)
         assert_true(only == max);
         assert_int_equal(kd_loss_param_bounds(params[p].param, NULL, NULL), KD_OK);
     }
-    const int unknown[] = {9, 99, -1, 1000000};
+    const int unknown[] = {10, 99, -1, 1000000};
     for (size_t k = 0; k < sizeof unknown / sizeof unknown[0]; k++) {
         double min = 7.0, max = 8.0;
         assert_int_equal(kd_loss_param_bounds((kd_loss_param)unknown[k], &min, &max),
@@ -304,7 +306,7 @@ static void set_rejects_out_of_bounds(void **state)
     /* A valid non-default value for each parameter, to see that a rejection keeps it. */
     const double keep[param_count] = {3.0, 0.25, KD_DIVERGENCE_REVERSE_KL, 0.0,
                                       KD_REDUCTION_SUM, 17.0, 0.75, KD_TEACHER_PROBABILITIES,
-                                      KD_ENSEMBLE_GEOMETRIC};
+                                      KD_ENSEMBLE_GEOMETRIC, 2.0};
     for (size_t p = 0; p < param_count; p++)
         set_param(loss, params[p].param, keep[p]);
 
@@ -362,7 +364,7 @@ static void set_rejects_out_of_bounds(void **state)
     assert_int_equal(kd_loss_set(loss, KD_LOSS_PARAM_TEMPERATURE, 1e31), KD_ERROR_INVALID_ARGUMENT);
 
     /* Unknown parameters: rejected, and nothing changes. */
-    const int unknown[] = {99, 9, -1};
+    const int unknown[] = {99, 10, -1};
     for (size_t k = 0; k < sizeof unknown / sizeof unknown[0]; k++)
         assert_int_equal(kd_loss_set(loss, (kd_loss_param)unknown[k], 0.0),
                          KD_ERROR_INVALID_ARGUMENT);

@@ -18,8 +18,14 @@
  * form that does not cancel when it is tiny at high T). Reverse KL and Jensen-Shannon meet the
  * same bound up to T = 100.
  *
- * Threads: a handle is used by one thread at a time; distinct handles may be used
- * concurrently on distinct threads. kd_loss_param_bounds() is thread-safe.
+ * Threads: a handle is used by one thread at a time (kd_loss_set, kd_loss_get, kd_loss_reserve,
+ * kd_loss_compute*, kd_loss_destroy); distinct handles may be used concurrently on distinct
+ * threads. kd_loss_param_bounds() is thread-safe. A handle may itself run a call on several
+ * threads (KD_LOSS_PARAM_THREADS): the call returns only when they have all finished.
+ *
+ * Speed: KL, cross-entropy and the hard loss with one logits teacher run fused float kernels
+ * (AVX2 + FMA when the CPU has them, detected at run time, else portable C) within the
+ * accuracy bounds above; docs/performance.md has the measurements.
  *
  * SPDX-License-Identifier: MIT
  */
@@ -99,7 +105,13 @@ typedef enum kd_loss_param {
     /* A kd_teacher_kind. Default KD_TEACHER_LOGITS. */
     KD_LOSS_PARAM_TEACHER_KIND = 7,
     /* A kd_ensemble_mode, for kd_loss_compute_ensemble(). Default KD_ENSEMBLE_ARITHMETIC. */
-    KD_LOSS_PARAM_ENSEMBLE_MODE = 8
+    KD_LOSS_PARAM_ENSEMBLE_MODE = 8,
+    /* The number of threads kd_loss_compute*() splits a batch's rows over: [1, 256]. Default 1
+     * (the caller's thread only: a library does not oversubscribe a host's own thread pool).
+     * Above 1, the handle starts threads - 1 worker threads (pthreads) at the first call that
+     * needs them and keeps them until kd_loss_destroy(); small batches still run on the
+     * caller's thread. Results are bit-identical for every thread count. */
+    KD_LOSS_PARAM_THREADS = 9
 } kd_loss_param;
 
 /* Index of each value in the `values` output of kd_loss_compute*(). */
@@ -114,10 +126,10 @@ typedef enum kd_loss_value {
  * allocator (copied) that serves every allocation of this handle. On success *loss owns the
  * handle: give it back with kd_loss_destroy(). Returns KD_OK, KD_ERROR_NULL_POINTER (loss),
  * KD_ERROR_INVALID_ARGUMENT (an allocator with a bad struct_size or NULL function) or
- * KD_ERROR_OUT_OF_MEMORY (then *loss is untouched). */
+ * KD_ERROR_OUT_OF_MEMORY (then *loss is untouched). Starts no thread. */
 KD_API kd_status kd_loss_create(kd_loss **loss, const kd_allocator *allocator);
 
-/* Destroys a handle and its scratch memory. NULL is a no-op. */
+/* Destroys a handle and its scratch memory, and joins its worker threads. NULL is a no-op. */
 KD_API void kd_loss_destroy(kd_loss *loss);
 
 /* Sets one parameter. KD_ERROR_INVALID_ARGUMENT (parameter unchanged) for an unknown parameter
@@ -160,8 +172,12 @@ KD_API kd_status kd_loss_reserve(kd_loss *loss, size_t classes);
  * fit as above), KD_ERROR_SIZE_OVERFLOW, KD_ERROR_NONFINITE_INPUT (NaN, +INFINITY, or -INFINITY
  * in a teacher's probabilities), KD_ERROR_ALL_MASKED, KD_ERROR_INVALID_LABEL (out of range, or
  * a class the student masks), KD_ERROR_INVALID_PROBABILITIES, KD_ERROR_UNSUPPORTED (logit
- * matching with a probabilities teacher), KD_ERROR_OUT_OF_MEMORY (first use of a larger row).
- * Allocates nothing once the scratch is large enough (see kd_loss_reserve). */
+ * matching with a probabilities teacher), KD_ERROR_OUT_OF_MEMORY (first use of a larger row,
+ * or, with KD_LOSS_PARAM_THREADS above 1, the worker threads could not be started).
+ * Allocates nothing once the scratch is large enough (see kd_loss_reserve). With
+ * KD_LOSS_PARAM_THREADS above 1, the first call that uses more threads starts the workers,
+ * and a MEAN or SUM call also keeps 24 bytes per row (grown when a larger batch first
+ * appears). */
 KD_API kd_status kd_loss_compute(kd_loss *loss, const float *student_logits, size_t student_stride,
                                  const float *teacher, size_t teacher_stride,
                                  const int32_t *labels, size_t rows, size_t classes, float *values,

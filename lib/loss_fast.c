@@ -1,0 +1,230 @@
+/* The fused KL / cross-entropy / hard loss of one row, its portable kernels, and the run-time
+ * choice of kernels. The formulation (docs/math.md, "KL divergence"): with w_i = e^u_i and
+ * b_i = a_i - centre, where centre is a at the teacher's top class,
+ *     KL = beta + lambda,   beta = sum w b / W,
+ *     lambda = log1p(sum w phi(b) / W - beta) - log1p(-p_out),
+ * and log q_i - log p_i = b_i + lambda, so p_i - q_i = q_i expm1(-(b_i + lambda)): every term
+ * keeps its relative accuracy at high T although p and q are rounded to float.
+ * SPDX-License-Identifier: MIT */
+#include "loss_fast.h"
+
+#include <math.h>
+
+float kd_fast_exp(float x)
+{
+    return x < -87.33654f ? 0.0f : expf(x);
+}
+
+const float kd_fast_tail_coefficients[KD_FAST_TAIL_TERMS] = {
+    1.0f / 2,      1.0f / 6,       1.0f / 24,       1.0f / 120,
+    1.0f / 720,    1.0f / 5040,    1.0f / 40320,    1.0f / 362880};
+
+/* (e^x - 1 - x) / x^2 for |x| <= 1/2, by its Taylor series. */
+static float expm1_tail(float x)
+{
+    float y = kd_fast_tail_coefficients[KD_FAST_TAIL_TERMS - 1];
+    for (int k = KD_FAST_TAIL_TERMS - 2; k >= 0; k--)
+        y = y * x + kd_fast_tail_coefficients[k];
+    return y;
+}
+
+float kd_fast_phi(float b)
+{
+    if (fabsf(b) < 0.5f)
+        return b * b * expm1_tail(-b); /* e^-b - 1 + b would cancel */
+    return kd_fast_exp(-b) - 1.0f + b;
+}
+
+float kd_fast_difference(float p, float q, float d)
+{
+    return fabsf(d) < 0.5f ? q * expm1f(-d) : p - q;
+}
+
+static unsigned portable_check(const float *z, const float *v, size_t n)
+{
+    unsigned bits = KD_FAST_STUDENT_MASKED | (v != NULL ? KD_FAST_TEACHER_MASKED : 0u);
+    for (size_t i = 0; i < n; i++) {
+        if (isnan(z[i]) || z[i] == INFINITY)
+            bits |= KD_FAST_STUDENT_NONFINITE;
+        if (z[i] != -INFINITY)
+            bits &= ~(unsigned)KD_FAST_STUDENT_MASKED;
+        if (v == NULL)
+            continue;
+        if (isnan(v[i]) || v[i] == INFINITY)
+            bits |= KD_FAST_TEACHER_NONFINITE;
+        if (v[i] != -INFINITY)
+            bits &= ~(unsigned)KD_FAST_TEACHER_MASKED;
+        if (z[i] == -INFINITY && v[i] != -INFINITY)
+            bits |= KD_FAST_MASK_MISFIT;
+    }
+    return bits;
+}
+
+static void portable_max(const float *z, const float *v, size_t n, float *zmax, float *vmax)
+{
+    float zm = -INFINITY, vm = -INFINITY;
+    for (size_t i = 0; i < n; i++) {
+        zm = z[i] > zm ? z[i] : zm;
+        if (v != NULL)
+            vm = v[i] > vm ? v[i] : vm;
+    }
+    *zmax = zm;
+    *vmax = vm;
+}
+
+static size_t portable_find(const float *x, size_t n, float value)
+{
+    for (size_t i = 0; i < n; i++)
+        if (x[i] == value)
+            return i;
+    return 0;
+}
+
+/* b_i of the row: a_i - centre. */
+static float shifted_ratio(const kd_fast_row_consts *c, float z, float v, float shift)
+{
+    return ((v - z) - c->delta) * c->inv_t - shift;
+}
+
+/* Adds e^x to a "rest" sum (x < 0) or counts an exact 1 (x = 0). */
+static void add_rest(double *rest, double *ones, float x, float e)
+{
+    if (x < 0.0f)
+        *rest += e;
+    else
+        *ones += 1.0;
+}
+
+static void portable_sums(const float *z, const float *v, size_t n, const kd_fast_row_consts *c,
+                          kd_fast_row_sums *out)
+{
+    kd_fast_row_sums s = {0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0};
+    double student_ones = 0.0, teacher_ones = 0.0, hard_ones = 0.0;
+    for (size_t i = 0; i < n; i++) {
+        float dz = z[i] - c->zmax;
+        if (c->label)
+            add_rest(&s.hard_rest, &hard_ones, dz, kd_fast_exp(dz));
+        if (!c->teacher)
+            continue;
+        float st = dz * c->inv_t, u = (v[i] - c->vmax) * c->inv_t;
+        float es = kd_fast_exp(st), w = kd_fast_exp(u);
+        add_rest(&s.student_rest, &student_ones, st, es);
+        add_rest(&s.teacher_rest, &teacher_ones, u, w);
+        if (w > 0.0f) {
+            float b = shifted_ratio(c, z[i], v[i], c->centre);
+            s.overflow |= b < -KD_FAST_PHI_LIMIT;
+            s.wb += (double)(w * b);
+            s.wphi += (double)(w * kd_fast_phi(b));
+            s.wu += (double)(w * u);
+        } else {
+            s.outside += es;
+        }
+    }
+    s.student_rest += student_ones - 1.0;
+    s.teacher_rest += teacher_ones - 1.0;
+    s.hard_rest += hard_ones - 1.0;
+    *out = s;
+}
+
+/* The soft part (p_i - q_i) of one element. */
+static float soft_difference(const kd_fast_row_consts *c, const kd_fast_grad_consts *g, float z,
+                             float v)
+{
+    float p = kd_fast_exp((z - c->zmax) * c->inv_t) * g->inv_zs;
+    float q = kd_fast_exp((v - c->vmax) * c->inv_t) * g->inv_zq;
+    return kd_fast_difference(p, q, shifted_ratio(c, z, v, g->shift));
+}
+
+static void portable_grad(const float *z, const float *v, size_t n, const kd_fast_row_consts *c,
+                          const kd_fast_grad_consts *g, float *grad)
+{
+    for (size_t i = 0; i < n; i++) {
+        float x = 0.0f;
+        if (c->teacher)
+            x = g->soft * soft_difference(c, g, z[i], v[i]);
+        if (c->label)
+            x += g->hard * (kd_fast_exp(z[i] - c->zmax) * g->inv_z1);
+        grad[i] = x;
+    }
+}
+
+static void portable_exp(const float *x, size_t n, float *out)
+{
+    for (size_t i = 0; i < n; i++)
+        out[i] = kd_fast_exp(x[i]);
+}
+
+const kd_fast_kernels *kd_fast_portable(void)
+{
+    static const kd_fast_kernels kernels = {"portable",    portable_check, portable_max,
+                                            portable_find, portable_sums,  portable_grad,
+                                            portable_exp};
+    return &kernels;
+}
+
+const kd_fast_kernels *kd_fast_best(void)
+{
+#if defined(__x86_64__) && defined(__GNUC__)
+    __builtin_cpu_init();
+    if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma"))
+        return kd_fast_avx2();
+#endif
+    return kd_fast_portable();
+}
+
+void kd_fast_row(const kd_fast_kernels *k, const kd_row_spec *spec, const float *z,
+                 const float *v, size_t n, int32_t label, double *soft, double *hard,
+                 float *grad)
+{
+    kd_fast_row_consts c = {0.0f, 0.0f, (float)(1.0 / spec->t), 0.0f, 0.0f,
+                            spec->has_teacher, spec->has_label};
+    k->max(z, c.teacher ? v : NULL, n, &c.zmax, &c.vmax);
+    if (c.teacher) {
+        c.delta = c.vmax - c.zmax;
+        size_t top = k->find(v, n, c.vmax);
+        c.centre = shifted_ratio(&c, z[top], v[top], 0.0f);
+    }
+    kd_fast_row_sums s;
+    k->sums(z, v, n, &c, &s);
+
+    kd_fast_grad_consts g = {0.0f, 0.0f, 0.0f, 0.0f, 0.0f, 0.0f};
+    *soft = 0.0;
+    if (c.teacher) {
+        const double zs = 1.0 + s.student_rest, w = 1.0 + s.teacher_rest;
+        const double p_out = s.outside / zs, beta = s.wb / w;
+        double lambda; /* log q_i - log p_i = b_i + lambda */
+        if (s.overflow || p_out > 0.5)
+            lambda = (double)c.centre + log1p(s.student_rest) - log1p(s.teacher_rest);
+        else
+            lambda = log1p(s.wphi / w - beta) - log1p(-p_out);
+        *soft = fmax(beta + lambda, 0.0);
+        if (spec->divergence == KD_DIVERGENCE_CROSS_ENTROPY)
+            *soft += log1p(s.teacher_rest) - s.wu / w; /* + H(q) */
+        g.inv_zs = (float)(1.0 / zs);
+        g.inv_zq = (float)(1.0 / w);
+        g.shift = (float)((double)c.centre - lambda);
+        g.soft = (float)(spec->soft_weight / spec->t);
+    }
+    const double z1 = 1.0 + s.hard_rest;
+    *hard = 0.0;
+    float z_label = 0.0f, v_label = 0.0f;
+    if (c.label) {
+        z_label = z[label];
+        v_label = c.teacher ? v[label] : 0.0f;
+        *hard = log1p(s.hard_rest) - ((double)z_label - (double)c.zmax);
+        g.inv_z1 = (float)(1.0 / z1);
+        g.hard = (float)spec->hard_weight;
+    }
+    if (grad == NULL)
+        return;
+    k->grad(z, v, n, &c, &g, grad); /* may overwrite z: the label's inputs were kept above */
+    if (c.label && spec->hard_weight != 0.0) {
+        /* p1_y - 1 without cancellation: -(Z1 - 1) / Z1 when y is a top class. */
+        double p1_minus_1 = z_label == c.zmax ? -s.hard_rest / z1
+                                              : exp((double)z_label - (double)c.zmax) / z1 - 1.0;
+        double x = spec->hard_weight * p1_minus_1;
+        if (c.teacher)
+            x += (double)g.soft * (double)soft_difference(&c, &g, z_label, v_label);
+        grad[label] = (float)x;
+    }
+}
