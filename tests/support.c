@@ -1,8 +1,14 @@
 /* Helpers shared by the unit tests. */
+#define _POSIX_C_SOURCE 200809L
+
 #include "support.h"
 
+#include <dirent.h>
 #include <math.h>
+#include <stdlib.h>
 #include <string.h>
+
+#include <kd.h>
 
 uint64_t kd_test_rng_next(kd_test_rng *rng)
 {
@@ -40,4 +46,43 @@ int kd_test_is_sentinel(const float *buffer, size_t n)
             return 0;
     }
     return 1;
+}
+
+static void *test_allocate(void *user, size_t bytes)
+{
+    kd_test_allocator *c = user;
+    c->calls++;
+    if (c->fail_at != 0 && c->calls == c->fail_at)
+        return NULL;
+    void *block = malloc(bytes);
+    c->live += block != NULL;
+    return block;
+}
+
+static void test_release(void *user, void *block)
+{
+    kd_test_allocator *c = user;
+    if (block == NULL || c->live == 0)
+        c->bad_release = 1;
+    else
+        c->live--;
+    free(block);
+}
+
+void kd_test_allocator_hook(kd_test_allocator *counter, struct kd_allocator *out)
+{
+    *out = (kd_allocator){sizeof(kd_allocator), test_allocate, test_release, counter};
+}
+
+size_t kd_test_count_entries(const char *dir, const char *part)
+{
+    DIR *d = opendir(dir);
+    if (d == NULL)
+        return (size_t)-1;
+    size_t count = 0;
+    struct dirent *e;
+    while ((e = readdir(d)) != NULL)
+        count += strstr(e->d_name, part) != NULL;
+    closedir(d);
+    return count;
 }

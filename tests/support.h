@@ -20,4 +20,19 @@ double kd_test_normal(kd_test_rng *rng);
 void kd_test_fill_sentinel(float *buffer, size_t n);
 int kd_test_is_sentinel(const float *buffer, size_t n);
 
+/* How many entries of a directory have `part` in their name (a save's temporary files:
+ * ".tmp-"); (size_t)-1 if the directory cannot be read. */
+size_t kd_test_count_entries(const char *dir, const char *part);
+
+/* A host allocator for the allocator hook: counts calls and live blocks, refuses its
+ * fail_at-th call (0: never), and notes a release of a block it never gave out. */
+typedef struct kd_test_allocator {
+    size_t calls, live, fail_at;
+    int bad_release;
+} kd_test_allocator;
+
+/* The kd_allocator table (declared in <kd.h>) that routes to *counter; written into *out. */
+struct kd_allocator;
+void kd_test_allocator_hook(kd_test_allocator *counter, struct kd_allocator *out);
+
 #endif /* KD_TEST_SUPPORT_H */
