@@ -35,7 +35,6 @@ static void remove_scratch(void)
     unlink(output_path);
 }
 
-int LLVMFuzzerInitialize(int *argc, char ***argv);
 int LLVMFuzzerInitialize(int *argc, char ***argv)
 {
     (void)argc;
@@ -162,7 +161,6 @@ static void check_loaded(const uint8_t *file, size_t size, kd_model *model, kd_o
     }
 }
 
-int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
     if (size == 0)

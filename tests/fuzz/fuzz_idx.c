@@ -54,7 +54,6 @@ static void remove_scratch(void)
     rmdir(dir_path);
 }
 
-int LLVMFuzzerInitialize(int *argc, char ***argv);
 int LLVMFuzzerInitialize(int *argc, char ***argv)
 {
     (void)argc;
@@ -208,7 +207,6 @@ static void fuzz_dataset(const uint8_t *data, size_t size, int slot, int gz, siz
     dataset_free(&test);
 }
 
-int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
     if (size == 0)

@@ -882,7 +882,13 @@ static void fuzz_loss(fuzz_stream *s, int ensemble)
     FUZZ_CHECK(counter.live == 0, "%zu blocks leaked", counter.live);
 }
 
-int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
+int LLVMFuzzerInitialize(int *argc, char ***argv)
+{
+    (void)argc;
+    (void)argv;
+    return 0;
+}
+
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
     fuzz_stream s = {data, size};

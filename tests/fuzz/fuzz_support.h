@@ -8,6 +8,10 @@
 
 #include <kd.h>
 
+/* The libFuzzer entry points every target defines. */
+int LLVMFuzzerInitialize(int *argc, char ***argv);
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
+
 /* Stops the run with a message when an invariant does not hold: libFuzzer then saves the
  * input as a crash artifact. */
 #define FUZZ_CHECK(condition, ...)                                                                 \
