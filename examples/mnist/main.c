@@ -27,6 +27,7 @@ typedef struct options {
     int teacher_epochs, epochs, threads, quick, quiet, omit_class, ensemble;
     size_t teacher_hidden, hidden, batch;
     double temperature, alpha, transfer_fraction, learning_rate;
+    double input_dropout, hidden_dropout; /* the teacher's */
     uint64_t seed;
 } options;
 
@@ -46,6 +47,8 @@ static void usage(FILE *to)
             "  --alpha A               weight of the soft term, in [0, 1] [0.9]\n"
             "  --learning-rate R       SGD rate of the first epoch (momentum 0.9, x0.95 an epoch) [0.05]\n"
             "  --batch N               mini-batch size [100]\n"
+            "  --input-dropout P       the teacher's dropout rate on its inputs [0.2]\n"
+            "  --hidden-dropout P      the teacher's dropout rate on its hidden units [0.5]\n"
             "  --omit-class K          no example of class K in the transfer set; report class K\n"
             "                          before and after the bias shift chosen on the training data\n"
             "  --transfer-fraction F   distil (and train the baseline) on a fraction F of the data\n"
@@ -73,8 +76,21 @@ static int parse_number(const char *text, double min, double max, double *out)
 
 static int parse_options(int argc, char **argv, options *o)
 {
-    *o = (options){DEFAULT_DATA, NULL, NULL, NULL, -1, 20, 0, 0, 0, -1, 1,
-                   1200, 800, 100, 20.0, 0.9, 1.0, 0.05, 1};
+    *o = (options){.data = DEFAULT_DATA,
+                   .teacher_epochs = -1,
+                   .epochs = 20,
+                   .omit_class = -1,
+                   .ensemble = 1,
+                   .teacher_hidden = 1200,
+                   .hidden = 800,
+                   .batch = 100,
+                   .temperature = 20.0,
+                   .alpha = 0.9,
+                   .transfer_fraction = 1.0,
+                   .learning_rate = 0.05,
+                   .input_dropout = 0.2,
+                   .hidden_dropout = 0.5,
+                   .seed = 1};
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
         const char *v = i + 1 < argc ? argv[i + 1] : NULL;
@@ -110,6 +126,8 @@ static int parse_options(int argc, char **argv, options *o)
         NUMBER("--alpha", 0, 1, o->alpha = x)
         NUMBER("--learning-rate", 0, 10, o->learning_rate = x)
         NUMBER("--batch", 1, 60000, o->batch = (size_t)x)
+        NUMBER("--input-dropout", 0, 0.9, o->input_dropout = x)
+        NUMBER("--hidden-dropout", 0, 0.9, o->hidden_dropout = x)
         NUMBER("--omit-class", 0, 9, o->omit_class = (int)x)
         NUMBER("--transfer-fraction", 1e-4, 1, o->transfer_fraction = x)
         NUMBER("--ensemble", 1, 100, o->ensemble = (int)x)
@@ -183,8 +201,8 @@ static kd_status teacher_network(const options *o, int member, const dataset *tr
     snprintf(name, sizeof name, o->ensemble > 1 ? "teacher %d" : "teacher", member);
     train_config c = base_config(o, name, o->teacher_hidden, o->teacher_epochs,
                                  o->seed + 1000u * (uint64_t)member);
-    c.input_dropout = 0.2;
-    c.hidden_dropout = 0.5;
+    c.input_dropout = o->input_dropout;
+    c.hidden_dropout = o->hidden_dropout;
     c.max_norm = 3.5;
     c.jitter = 2;
     kd_status s = train_network(&c, train, model, seconds);
