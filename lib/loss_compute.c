@@ -116,6 +116,7 @@ typedef struct job {
     kd_loss *loss;
     const batch *b;
     int fast;
+    int stream; /* the gradient is larger than the caches */
     kd_row_spec spec;
     double soft_scale;
     double *row_values; /* per-row values when several threads reduce; else NULL */
@@ -159,11 +160,13 @@ static void compute_row(const job *j, size_t r, size_t index, double *part, floa
     kd_loss *loss = j->loss;
     const float *z = b->student + r * b->student_stride;
     const int32_t label = b->labels == NULL ? 0 : b->labels[r];
+    double *teacher = loss->scratch + 2 * index * loss->capacity, *work = teacher + loss->capacity;
     if (j->fast) {
+        /* The thread's two scratch rows of doubles hold the kernels' 3 rows of floats. */
         kd_fast_row(loss->kernels, &j->spec, z, teacher_row(b, r), b->classes, label,
-                    &part[KD_LOSS_VALUE_SOFT], &part[KD_LOSS_VALUE_HARD], grad);
+                    (float *)teacher, j->stream, &part[KD_LOSS_VALUE_SOFT],
+                    &part[KD_LOSS_VALUE_HARD], grad);
     } else {
-        double *teacher = loss->scratch + 2 * index * loss->capacity, *work = teacher + loss->capacity;
         double log_norm = 0.0;
         if (b->teacher != NULL && j->spec.divergence == KD_DIVERGENCE_LOGIT_MSE)
             kd_teacher_mean_logits(b->teacher, r, b->classes, teacher);
@@ -201,6 +204,9 @@ static void compute_rows(void *context, size_t index, size_t threads)
         }
     }
 }
+
+/* Gradients above this many elements (16 MiB) are written past the caches. */
+enum { KD_LOSS_STREAM_ELEMENTS = 1 << 22 };
 
 /* Batches below this many elements run on the caller's thread. */
 enum { KD_LOSS_PARALLEL_ELEMENTS = 1 << 15 };
@@ -247,6 +253,7 @@ static kd_status run(kd_loss *loss, const batch *b)
     j.loss = loss;
     j.b = b;
     j.fast = fast_path(loss, b);
+    j.stream = b->rows * b->classes > KD_LOSS_STREAM_ELEMENTS;
     j.soft_scale = loss->param[KD_LOSS_PARAM_SCALE_T_SQUARED] != 0.0 ? t * t : 1.0;
     j.row_values = NULL;
     run_phase(loss, threads, check_rows, &j);

@@ -15,9 +15,11 @@ float kd_fast_exp(float x)
     return x < -87.33654f ? 0.0f : expf(x);
 }
 
-const float kd_fast_tail_coefficients[KD_FAST_TAIL_TERMS] = {
-    1.0f / 2,      1.0f / 6,       1.0f / 24,       1.0f / 120,
-    1.0f / 720,    1.0f / 5040,    1.0f / 40320,    1.0f / 362880};
+const float kd_fast_tail_coefficients[KD_FAST_TAIL_COEFFICIENTS] = {
+    1.0f / 2,          1.0f / 6,           1.0f / 24,           1.0f / 120,
+    1.0f / 720,        1.0f / 5040,        1.0f / 40320,        1.0f / 362880,
+    1.0f / 3628800,    1.0f / 39916800,    1.0f / 479001600,    1.0f / 6227020800,
+    1.0f / 87178291200, 1.0f / 1307674368000, 1.0f / 20922789888000};
 
 /* (e^x - 1 - x) / x^2 for |x| <= 1/2, by its Taylor series. */
 static float expm1_tail(float x)
@@ -60,16 +62,27 @@ static unsigned portable_check(const float *z, const float *v, size_t n)
     return bits;
 }
 
-static void portable_max(const float *z, const float *v, size_t n, float *zmax, float *vmax)
+/* The largest of n values, and how often it occurs. */
+static float max_and_ties(const float *x, size_t n, size_t *ties)
 {
-    float zm = -INFINITY, vm = -INFINITY;
+    float max = -INFINITY;
+    size_t count = 0;
     for (size_t i = 0; i < n; i++) {
-        zm = z[i] > zm ? z[i] : zm;
-        if (v != NULL)
-            vm = v[i] > vm ? v[i] : vm;
+        if (x[i] > max) {
+            max = x[i];
+            count = 0;
+        }
+        count += x[i] == max;
     }
-    *zmax = zm;
-    *vmax = vm;
+    *ties = count;
+    return max;
+}
+
+static void portable_max(const float *z, const float *v, size_t n, kd_fast_row_consts *c)
+{
+    c->zmax = max_and_ties(z, n, &c->zties);
+    if (v != NULL)
+        c->vmax = max_and_ties(v, n, &c->vties);
 }
 
 static size_t portable_find(const float *x, size_t n, float value)
@@ -86,64 +99,69 @@ static float shifted_ratio(const kd_fast_row_consts *c, float z, float v, float 
     return ((v - z) - c->delta) * c->inv_t - shift;
 }
 
-/* Adds e^x to a "rest" sum (x < 0) or counts an exact 1 (x = 0). */
-static void add_rest(double *rest, double *ones, float x, float e)
-{
-    if (x < 0.0f)
-        *rest += e;
-    else
-        *ones += 1.0;
-}
-
 static void portable_sums(const float *z, const float *v, size_t n, const kd_fast_row_consts *c,
-                          kd_fast_row_sums *out)
+                          kd_fast_row_sums *out, float *store)
 {
-    kd_fast_row_sums s = {0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0};
-    double student_ones = 0.0, teacher_ones = 0.0, hard_ones = 0.0;
+    kd_fast_row_sums s = {0.0, 0.0, 0.0, 0.0, 0.0, 0.0};
     for (size_t i = 0; i < n; i++) {
+        /* Classes below the maximum; its ties are counted by the max pass. */
         float dz = z[i] - c->zmax;
-        if (c->label)
-            add_rest(&s.hard_rest, &hard_ones, dz, kd_fast_exp(dz));
+        if (c->label) {
+            float e1 = store[2 * n + i] = kd_fast_exp(dz);
+            s.hard_rest += dz < 0.0f ? e1 : 0.0f;
+        }
         if (!c->teacher)
             continue;
-        float st = dz * c->inv_t, u = (v[i] - c->vmax) * c->inv_t;
-        float es = kd_fast_exp(st), w = kd_fast_exp(u);
-        add_rest(&s.student_rest, &student_ones, st, es);
-        add_rest(&s.teacher_rest, &teacher_ones, u, w);
+        float dv = v[i] - c->vmax, u = dv * c->inv_t;
+        float es = store[i] = kd_fast_exp(dz * c->inv_t), w = store[n + i] = kd_fast_exp(u);
+        s.student_rest += dz < 0.0f ? es : 0.0f;
+        s.teacher_rest += dv < 0.0f ? w : 0.0f;
         if (w > 0.0f) {
-            float b = shifted_ratio(c, z[i], v[i], c->centre);
-            s.overflow |= b < -KD_FAST_PHI_LIMIT;
-            s.wb += (double)(w * b);
-            s.wphi += (double)(w * kd_fast_phi(b));
-            s.wu += (double)(w * u);
+            s.wb += (double)(w * shifted_ratio(c, z[i], v[i], c->centre));
+            s.wu += c->entropy ? (double)(w * u) : 0.0;
         } else {
             s.outside += es;
         }
     }
-    s.student_rest += student_ones - 1.0;
-    s.teacher_rest += teacher_ones - 1.0;
-    s.hard_rest += hard_ones - 1.0;
+    s.student_rest += (double)c->zties - 1.0;
+    s.teacher_rest += (double)c->vties - 1.0;
+    s.hard_rest += (double)c->zties - 1.0;
     *out = s;
 }
 
-/* The soft part (p_i - q_i) of one element. */
-static float soft_difference(const kd_fast_row_consts *c, const kd_fast_grad_consts *g, float z,
-                             float v)
+static double portable_phi(const float *z, const float *v, size_t n, const kd_fast_row_consts *c,
+                           const float *store, int *overflow)
 {
-    float p = kd_fast_exp((z - c->zmax) * c->inv_t) * g->inv_zs;
-    float q = kd_fast_exp((v - c->vmax) * c->inv_t) * g->inv_zq;
-    return kd_fast_difference(p, q, shifted_ratio(c, z, v, g->shift));
+    double sum = 0.0;
+    *overflow = 0;
+    for (size_t i = 0; i < n; i++) {
+        float w = store[n + i];
+        if (w > 0.0f) {
+            float b = shifted_ratio(c, z[i], v[i], c->centre);
+            *overflow |= b < -KD_FAST_PHI_LIMIT;
+            sum += (double)(w * kd_fast_phi(b));
+        }
+    }
+    return sum;
+}
+
+/* The soft part (p_i - q_i) of element i, from its exponentials in the store. */
+static float soft_difference(const kd_fast_row_consts *c, const kd_fast_grad_consts *g, float z,
+                             float v, const float *store, size_t n, size_t i)
+{
+    return kd_fast_difference(store[i] * g->inv_zs, store[n + i] * g->inv_zq,
+                              shifted_ratio(c, z, v, g->shift));
 }
 
 static void portable_grad(const float *z, const float *v, size_t n, const kd_fast_row_consts *c,
-                          const kd_fast_grad_consts *g, float *grad)
+                          const kd_fast_grad_consts *g, const float *store, float *grad)
 {
     for (size_t i = 0; i < n; i++) {
         float x = 0.0f;
         if (c->teacher)
-            x = g->soft * soft_difference(c, g, z[i], v[i]);
+            x = g->soft * soft_difference(c, g, z[i], v[i], store, n, i);
         if (c->label)
-            x += g->hard * (kd_fast_exp(z[i] - c->zmax) * g->inv_z1);
+            x += g->hard * (store[2 * n + i] * g->inv_z1);
         grad[i] = x;
     }
 }
@@ -157,8 +175,8 @@ static void portable_exp(const float *x, size_t n, float *out)
 const kd_fast_kernels *kd_fast_portable(void)
 {
     static const kd_fast_kernels kernels = {"portable",    portable_check, portable_max,
-                                            portable_find, portable_sums,  portable_grad,
-                                            portable_exp};
+                                            portable_find, portable_sums,  portable_phi,
+                                            portable_grad, portable_exp};
     return &kernels;
 }
 
@@ -173,30 +191,34 @@ const kd_fast_kernels *kd_fast_best(void)
 }
 
 void kd_fast_row(const kd_fast_kernels *k, const kd_row_spec *spec, const float *z,
-                 const float *v, size_t n, int32_t label, double *soft, double *hard,
-                 float *grad)
+                 const float *v, size_t n, int32_t label, float *store, int stream,
+                 double *soft, double *hard, float *grad)
 {
-    kd_fast_row_consts c = {0.0f, 0.0f, (float)(1.0 / spec->t), 0.0f, 0.0f,
-                            spec->has_teacher, spec->has_label};
-    k->max(z, c.teacher ? v : NULL, n, &c.zmax, &c.vmax);
+    kd_fast_row_consts c = {0.0f, 0.0f, (float)(1.0 / spec->t), 0.0f, 0.0f, 0, 0,
+                            spec->has_teacher, spec->has_label,
+                            spec->divergence == KD_DIVERGENCE_CROSS_ENTROPY};
+    k->max(z, c.teacher ? v : NULL, n, &c);
     if (c.teacher) {
         c.delta = c.vmax - c.zmax;
         size_t top = k->find(v, n, c.vmax);
         c.centre = shifted_ratio(&c, z[top], v[top], 0.0f);
     }
     kd_fast_row_sums s;
-    k->sums(z, v, n, &c, &s);
+    k->sums(z, v, n, &c, &s, store);
 
-    kd_fast_grad_consts g = {0.0f, 0.0f, 0.0f, 0.0f, 0.0f, 0.0f};
+    kd_fast_grad_consts g = {0.0f, 0.0f, 0.0f, 0.0f, 0.0f, 0.0f, stream};
     *soft = 0.0;
     if (c.teacher) {
         const double zs = 1.0 + s.student_rest, w = 1.0 + s.teacher_rest;
         const double p_out = s.outside / zs, beta = s.wb / w;
-        double lambda; /* log q_i - log p_i = b_i + lambda */
-        if (s.overflow || p_out > 0.5)
-            lambda = (double)c.centre + log1p(s.student_rest) - log1p(s.teacher_rest);
-        else
-            lambda = log1p(s.wphi / w - beta) - log1p(-p_out);
+        /* log q_i - log p_i = b_i + lambda */
+        double lambda = (double)c.centre + log1p(s.student_rest) - log1p(s.teacher_rest);
+        int overflow = 0;
+        if (beta + lambda < KD_FAST_DIRECT_KL && p_out <= 0.5) {
+            double wphi = k->phi(z, v, n, &c, store, &overflow);
+            if (!overflow)
+                lambda = log1p(wphi / w - beta) - log1p(-p_out);
+        }
         *soft = fmax(beta + lambda, 0.0);
         if (spec->divergence == KD_DIVERGENCE_CROSS_ENTROPY)
             *soft += log1p(s.teacher_rest) - s.wu / w; /* + H(q) */
@@ -217,14 +239,15 @@ void kd_fast_row(const kd_fast_kernels *k, const kd_row_spec *spec, const float 
     }
     if (grad == NULL)
         return;
-    k->grad(z, v, n, &c, &g, grad); /* may overwrite z: the label's inputs were kept above */
+    k->grad(z, v, n, &c, &g, store, grad); /* may overwrite z: the label's inputs were kept */
     if (c.label && spec->hard_weight != 0.0) {
         /* p1_y - 1 without cancellation: -(Z1 - 1) / Z1 when y is a top class. */
         double p1_minus_1 = z_label == c.zmax ? -s.hard_rest / z1
                                               : exp((double)z_label - (double)c.zmax) / z1 - 1.0;
         double x = spec->hard_weight * p1_minus_1;
         if (c.teacher)
-            x += (double)g.soft * (double)soft_difference(&c, &g, z_label, v_label);
+            x += (double)g.soft * (double)soft_difference(&c, &g, z_label, v_label, store, n,
+                                                          (size_t)label);
         grad[label] = (float)x;
     }
 }

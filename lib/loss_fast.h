@@ -25,33 +25,40 @@ enum {
  * b_i = a_i - centre. */
 typedef struct kd_fast_row_consts {
     float zmax, vmax, inv_t, delta, centre;
-    int teacher, label; /* which terms the row computes */
+    size_t zties, vties; /* how many z_i equal zmax, v_i equal vmax */
+    int teacher, label;  /* which terms the row computes */
+    int entropy;         /* also sum w u (cross-entropy's H(q)) */
 } kd_fast_row_consts;
 
 /* Sums over one row, in double. "rest" sums are sum_i e^x_i - 1 over the row's terms (the
- * maximum's own term, exactly 1, taken out so that a nearly one-hot row keeps its accuracy).
+ * maximum's own term, exactly 1, taken out so that a nearly one-hot row keeps its accuracy):
+ * the sum over the classes below the maximum plus the maximum's ties.
  * Teacher sums run over the classes with e^u_i > 0 (w_i = e^u_i). */
 typedef struct kd_fast_row_sums {
     double student_rest; /* sum e^s - 1 */
     double teacher_rest; /* sum e^u - 1 */
     double hard_rest;    /* sum e^(z - zmax) - 1 */
     double wb;           /* sum w_i b_i */
-    double wphi;         /* sum w_i phi(b_i), phi(b) = e^-b - 1 + b */
-    double wu;           /* sum w_i u_i */
+    double wu;           /* sum w_i u_i (when consts.entropy) */
     double outside;      /* sum of e^s over the classes where w_i = 0 */
-    int overflow;        /* some w_i > 0 has b_i < -KD_FAST_PHI_LIMIT */
 } kd_fast_row_sums;
 
 /* Below -KD_FAST_PHI_LIMIT, e^-b is not formed (float range); the row then takes the direct
- * formula. */
+ * formula. Rows whose divergence the direct formula puts at KD_FAST_DIRECT_KL or more take
+ * it anyway (its error, a few 1e-7 absolute from the float exponentials in the normalisers,
+ * is then below 1e-5 relative); smaller ones take the phi form, whose terms never cancel. */
+#define KD_FAST_DIRECT_KL 0.25
 #define KD_FAST_PHI_LIMIT 80.0f
 
 /* The gradient pass: g_i = soft (p_i - q_i) + hard p1_i with p_i = e^s_i inv_zs,
  * q_i = e^u_i inv_zq, p1_i = e^(z_i - zmax) inv_z1, and p - q formed as q expm1(-d_i) with
- * d_i = a_i - shift = log q_i - log p_i where |d_i| < 1/2. */
+ * d_i = a_i - shift = log q_i - log p_i where |d_i| < 1/2. The exponentials come from the
+ * sums pass, which keeps them in a row-sized store: e^s, e^u and e^(z - zmax) at offsets 0,
+ * n and 2n. */
 typedef struct kd_fast_grad_consts {
     float inv_zs, inv_zq, inv_z1, shift;
     float soft, hard; /* weights: soft_weight / t and hard_weight */
+    int stream;       /* the batch is larger than the caches: stores may bypass them */
 } kd_fast_grad_consts;
 
 /* One implementation of the per-element passes. */
@@ -59,15 +66,21 @@ typedef struct kd_fast_kernels {
     const char *name;
     /* KD_FAST_* bits for a row of n student logits z and (v non-NULL) teacher logits v. */
     unsigned (*check)(const float *z, const float *v, size_t n);
-    /* The largest z (and v when non-NULL); every row has an unmasked class. */
-    void (*max)(const float *z, const float *v, size_t n, float *zmax, float *vmax);
+    /* zmax, zties (and vmax, vties when v is non-NULL) of a row with an unmasked class. */
+    void (*max)(const float *z, const float *v, size_t n, kd_fast_row_consts *c);
     /* The first index i with x_i == value (which occurs). */
     size_t (*find)(const float *x, size_t n, float value);
+    /* The sums; fills `store` (3n floats) with the row's exponentials. */
     void (*sums)(const float *z, const float *v, size_t n, const kd_fast_row_consts *c,
-                 kd_fast_row_sums *out);
-    /* Writes n gradient entries (grad may be z); v is read only when c->teacher. */
+                 kd_fast_row_sums *out, float *store);
+    /* sum w_i phi(b_i), phi(b) = e^-b - 1 + b, over the classes with w_i > 0 (w from the store);
+     * *overflow: some such b_i < -KD_FAST_PHI_LIMIT (the sum is then not used). */
+    double (*phi)(const float *z, const float *v, size_t n, const kd_fast_row_consts *c,
+                  const float *store, int *overflow);
+    /* Writes n gradient entries (grad may be z) from the store the sums pass filled; v is read
+     * only when c->teacher. */
     void (*grad)(const float *z, const float *v, size_t n, const kd_fast_row_consts *c,
-                 const kd_fast_grad_consts *g, float *grad);
+                 const kd_fast_grad_consts *g, const float *store, float *grad);
     /* out_i = e^x_i as the passes compute it (the benchmark measures its throughput). */
     void (*exp)(const float *x, size_t n, float *out);
 } kd_fast_kernels;
@@ -80,9 +93,10 @@ const kd_fast_kernels *kd_fast_avx2(void);
 #endif
 
 /* Scalar element functions shared by both implementations. */
-/* The Taylor coefficients 1/k!, k = 2..9, of (e^x - 1 - x) / x^2, used for |x| < 1/2. */
-enum { KD_FAST_TAIL_TERMS = 8 };
-extern const float kd_fast_tail_coefficients[KD_FAST_TAIL_TERMS];
+/* The Taylor coefficients 1/k!, k = 2..16, of (e^x - 1 - x) / x^2: the first
+ * KD_FAST_TAIL_TERMS serve |x| < 1/2, all of them |x| < 2. */
+enum { KD_FAST_TAIL_TERMS = 8, KD_FAST_TAIL_COEFFICIENTS = 15 };
+extern const float kd_fast_tail_coefficients[KD_FAST_TAIL_COEFFICIENTS];
 /* e^x in float, 0 below the float range (-87.3). */
 float kd_fast_exp(float x);
 /* phi(b) = e^-b - 1 + b >= 0 for b >= -KD_FAST_PHI_LIMIT. */
@@ -91,9 +105,10 @@ float kd_fast_phi(float b);
 float kd_fast_difference(float p, float q, float d);
 
 /* The row's loss (as kd_loss_row) with the given kernels: spec->divergence is KL or
- * cross-entropy; v the teacher's logits (NULL when !spec->has_teacher). */
+ * cross-entropy; v the teacher's logits (NULL when !spec->has_teacher); store: 3n floats of
+ * scratch; stream: the batch is larger than the caches. */
 void kd_fast_row(const kd_fast_kernels *k, const kd_row_spec *spec, const float *z,
-                 const float *v, size_t n, int32_t label, double *soft, double *hard,
-                 float *grad);
+                 const float *v, size_t n, int32_t label, float *store, int stream,
+                 double *soft, double *hard, float *grad);
 
 #endif /* KD_LIB_LOSS_FAST_H */

@@ -6,20 +6,25 @@
 
 #include <immintrin.h>
 #include <math.h>
+#include <stdint.h>
 #include <string.h>
 
 #define SPLAT(x) _mm256_set1_ps(x)
+/* The per-vector steps must be inlined into their loops for the accumulators to stay in
+ * registers and the teacher / label flags to be constants. */
+#define INLINE static inline __attribute__((always_inline))
 
-/* e^x per lane; 0 below -87.3 (and for -INFINITY); exactly 1 at 0. */
-static inline __m256 exp8(__m256 x)
+/* e^x per lane, for x <= 88; 0 below -87.3 (and for -INFINITY or NaN); exactly 1 at 0. The
+ * integer n = round(x / ln 2) is formed by adding 1.5 * 2^23 + 127, whose low mantissa bits
+ * then hold n + 127, the biased exponent of 2^n. */
+INLINE __m256 exp8(__m256 x)
 {
-    const __m256 lo = SPLAT(-87.33654f);
-    __m256 under = _mm256_cmp_ps(x, lo, _CMP_LT_OQ);
-    x = _mm256_max_ps(_mm256_min_ps(x, SPLAT(88.37626f)), lo);
-    __m256 fx = _mm256_round_ps(_mm256_mul_ps(x, SPLAT(1.44269504088896341f)),
-                                _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
-    __m256 r = _mm256_fnmadd_ps(fx, SPLAT(0.693359375f), x);
-    r = _mm256_fnmadd_ps(fx, SPLAT(-2.12194440e-4f), r);
+    const __m256 shifter = SPLAT(12582912.0f + 127.0f);
+    __m256 in_range = _mm256_cmp_ps(x, SPLAT(-87.33654f), _CMP_GE_OQ);
+    __m256 t = _mm256_fmadd_ps(x, SPLAT(1.44269504088896341f), shifter);
+    __m256 n = _mm256_sub_ps(t, shifter);
+    __m256 r = _mm256_fnmadd_ps(n, SPLAT(0.693359375f), x);
+    r = _mm256_fnmadd_ps(n, SPLAT(-2.12194440e-4f), r);
     __m256 y = SPLAT(1.9875691500e-4f);
     y = _mm256_fmadd_ps(y, r, SPLAT(1.3981999507e-3f));
     y = _mm256_fmadd_ps(y, r, SPLAT(8.3334519073e-3f));
@@ -27,31 +32,49 @@ static inline __m256 exp8(__m256 x)
     y = _mm256_fmadd_ps(y, r, SPLAT(1.6666665459e-1f));
     y = _mm256_fmadd_ps(y, r, SPLAT(5.0000001201e-1f));
     y = _mm256_fmadd_ps(y, _mm256_mul_ps(r, r), _mm256_add_ps(r, SPLAT(1.0f)));
-    __m256i e = _mm256_slli_epi32(_mm256_add_epi32(_mm256_cvtps_epi32(fx), _mm256_set1_epi32(127)), 23);
-    return _mm256_andnot_ps(under, _mm256_mul_ps(y, _mm256_castsi256_ps(e)));
+    __m256 scale = _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_castps_si256(t), 23));
+    return _mm256_and_ps(in_range, _mm256_mul_ps(y, scale));
 }
 
-/* (e^x - 1 - x) / x^2 per lane, for |x| < 1/2. */
-static inline __m256 tail8(__m256 x)
+/* (e^x - 1 - x) / x^2 per lane, for |x| < 1/2: the first KD_FAST_TAIL_TERMS terms. */
+INLINE __m256 tail8(__m256 x)
 {
-    __m256 y = SPLAT(kd_fast_tail_coefficients[KD_FAST_TAIL_TERMS - 1]);
-    for (int k = KD_FAST_TAIL_TERMS - 2; k >= 0; k--)
-        y = _mm256_fmadd_ps(y, x, SPLAT(kd_fast_tail_coefficients[k]));
-    return y;
+    const float *c = kd_fast_tail_coefficients;
+    __m256 y = _mm256_fmadd_ps(SPLAT(c[7]), x, SPLAT(c[6]));
+    y = _mm256_fmadd_ps(y, x, SPLAT(c[5]));
+    y = _mm256_fmadd_ps(y, x, SPLAT(c[4]));
+    y = _mm256_fmadd_ps(y, x, SPLAT(c[3]));
+    y = _mm256_fmadd_ps(y, x, SPLAT(c[2]));
+    y = _mm256_fmadd_ps(y, x, SPLAT(c[1]));
+    return _mm256_fmadd_ps(y, x, SPLAT(c[0]));
 }
 
-static inline __m256 abs8(__m256 x)
+/* The same for |x| < 2: tail8(x) + x^8 times the next terms, up to 1/16!. */
+INLINE __m256 long_tail8(__m256 x, __m256 short_tail)
+{
+    const float *c = kd_fast_tail_coefficients;
+    __m256 y = _mm256_fmadd_ps(SPLAT(c[14]), x, SPLAT(c[13]));
+    y = _mm256_fmadd_ps(y, x, SPLAT(c[12]));
+    y = _mm256_fmadd_ps(y, x, SPLAT(c[11]));
+    y = _mm256_fmadd_ps(y, x, SPLAT(c[10]));
+    y = _mm256_fmadd_ps(y, x, SPLAT(c[9]));
+    y = _mm256_fmadd_ps(y, x, SPLAT(c[8]));
+    __m256 x2 = _mm256_mul_ps(x, x), x4 = _mm256_mul_ps(x2, x2);
+    return _mm256_fmadd_ps(_mm256_mul_ps(x4, x4), y, short_tail);
+}
+
+INLINE __m256 abs8(__m256 x)
 {
     return _mm256_andnot_ps(SPLAT(-0.0f), x);
 }
 
 /* A lane mask of |x| < 1/2 (false for NaN). */
-static inline __m256 small8(__m256 x)
+INLINE __m256 small8(__m256 x)
 {
     return _mm256_cmp_ps(abs8(x), SPLAT(0.5f), _CMP_LT_OQ);
 }
 
-static inline float horizontal_max(__m256 x)
+INLINE float horizontal_max(__m256 x)
 {
     __m128 m = _mm_max_ps(_mm256_castps256_ps128(x), _mm256_extractf128_ps(x, 1));
     m = _mm_max_ps(m, _mm_movehl_ps(m, m));
@@ -60,7 +83,7 @@ static inline float horizontal_max(__m256 x)
 }
 
 /* The last n % 8 values of a row, padded with -INFINITY (a masked class). */
-static inline __m256 load_tail(const float *x, size_t left)
+INLINE __m256 load_tail(const float *x, size_t left)
 {
     float buffer[8];
     for (size_t i = 0; i < 8; i++)
@@ -68,24 +91,31 @@ static inline __m256 load_tail(const float *x, size_t left)
     return _mm256_loadu_ps(buffer);
 }
 
+/* The last n % 8 values of one of the store's rows, padded with 0. */
+INLINE __m256 load_stored_tail(const float *x, size_t left)
+{
+    float buffer[8] = {0.0f, 0.0f, 0.0f, 0.0f, 0.0f, 0.0f, 0.0f, 0.0f};
+    memcpy(buffer, x, left * sizeof *x);
+    return _mm256_loadu_ps(buffer);
+}
+
 static unsigned avx2_check(const float *z, const float *v, size_t n)
 {
+    /* bad: NaN or +INFINITY, i.e. not below +INFINITY; kept: above -INFINITY (and not NaN). */
     const __m256 inf = SPLAT(INFINITY), ninf = SPLAT(-INFINITY);
     __m256 zbad = _mm256_setzero_ps(), zkeep = zbad, vbad = zbad, vkeep = zbad, misfit = zbad;
     for (size_t i = 0; i < n; i += 8) {
         __m256 zi = i + 8 <= n ? _mm256_loadu_ps(z + i) : load_tail(z + i, n - i);
-        zbad = _mm256_or_ps(zbad, _mm256_or_ps(_mm256_cmp_ps(zi, zi, _CMP_UNORD_Q),
-                                               _mm256_cmp_ps(zi, inf, _CMP_EQ_OQ)));
-        __m256 zmasked = _mm256_cmp_ps(zi, ninf, _CMP_EQ_OQ);
-        zkeep = _mm256_or_ps(zkeep, _mm256_cmp_ps(zi, ninf, _CMP_NEQ_UQ));
+        zbad = _mm256_or_ps(zbad, _mm256_cmp_ps(zi, inf, _CMP_NLT_UQ));
+        __m256 zkept = _mm256_cmp_ps(zi, ninf, _CMP_GT_OQ);
+        zkeep = _mm256_or_ps(zkeep, zkept);
         if (v == NULL)
             continue;
         __m256 vi = i + 8 <= n ? _mm256_loadu_ps(v + i) : load_tail(v + i, n - i);
-        vbad = _mm256_or_ps(vbad, _mm256_or_ps(_mm256_cmp_ps(vi, vi, _CMP_UNORD_Q),
-                                               _mm256_cmp_ps(vi, inf, _CMP_EQ_OQ)));
-        __m256 vmasked = _mm256_cmp_ps(vi, ninf, _CMP_EQ_OQ);
-        vkeep = _mm256_or_ps(vkeep, _mm256_cmp_ps(vi, ninf, _CMP_NEQ_UQ));
-        misfit = _mm256_or_ps(misfit, _mm256_andnot_ps(vmasked, zmasked));
+        vbad = _mm256_or_ps(vbad, _mm256_cmp_ps(vi, inf, _CMP_NLT_UQ));
+        __m256 vkept = _mm256_cmp_ps(vi, ninf, _CMP_GT_OQ);
+        vkeep = _mm256_or_ps(vkeep, vkept);
+        misfit = _mm256_or_ps(misfit, _mm256_andnot_ps(zkept, vkept));
     }
     unsigned bits = 0;
     bits |= _mm256_movemask_ps(zbad) ? KD_FAST_STUDENT_NONFINITE : 0u;
@@ -98,17 +128,39 @@ static unsigned avx2_check(const float *z, const float *v, size_t n)
     return bits;
 }
 
-static void avx2_max(const float *z, const float *v, size_t n, float *zmax, float *vmax)
+/* Per lane: the running maximum and how often it occurred. */
+INLINE void max_step(__m256 x, __m256 *max, __m256 *ties)
 {
-    __m256 zm = SPLAT(-INFINITY), vm = zm;
+    __m256 above = _mm256_cmp_ps(x, *max, _CMP_GT_OQ);
+    __m256 equal = _mm256_cmp_ps(x, *max, _CMP_EQ_OQ);
+    *ties = _mm256_blendv_ps(_mm256_add_ps(*ties, _mm256_and_ps(equal, SPLAT(1.0f))), SPLAT(1.0f), above);
+    *max = _mm256_max_ps(*max, x);
+}
+
+/* The row's maximum and its count, from the lanes'. */
+INLINE float finish_max(__m256 max, __m256 ties, size_t *count)
+{
+    float m = horizontal_max(max);
+    float lanes[8];
+    _mm256_storeu_ps(lanes, _mm256_and_ps(_mm256_cmp_ps(max, SPLAT(m), _CMP_EQ_OQ), ties));
+    float total = 0.0f;
+    for (int k = 0; k < 8; k++)
+        total += lanes[k];
+    *count = (size_t)total;
+    return m;
+}
+
+static void avx2_max(const float *z, const float *v, size_t n, kd_fast_row_consts *c)
+{
+    __m256 zm = SPLAT(-INFINITY), vm = zm, zt = _mm256_setzero_ps(), vt = zt;
     for (size_t i = 0; i < n; i += 8) {
         int full = i + 8 <= n;
-        zm = _mm256_max_ps(zm, full ? _mm256_loadu_ps(z + i) : load_tail(z + i, n - i));
+        max_step(full ? _mm256_loadu_ps(z + i) : load_tail(z + i, n - i), &zm, &zt);
         if (v != NULL)
-            vm = _mm256_max_ps(vm, full ? _mm256_loadu_ps(v + i) : load_tail(v + i, n - i));
+            max_step(full ? _mm256_loadu_ps(v + i) : load_tail(v + i, n - i), &vm, &vt);
     }
-    *zmax = horizontal_max(zm);
-    *vmax = horizontal_max(vm);
+    c->zmax = finish_max(zm, zt, &c->zties);
+    c->vmax = v != NULL ? finish_max(vm, vt, &c->vties) : 0.0f;
 }
 
 static size_t avx2_find(const float *x, size_t n, float value)
@@ -131,163 +183,222 @@ typedef struct dsum {
     __m256d lo, hi;
 } dsum;
 
-static inline void add_double(dsum *acc, __m256 x)
+INLINE void add_double(dsum *acc, __m256 x)
 {
     acc->lo = _mm256_add_pd(acc->lo, _mm256_cvtps_pd(_mm256_castps256_ps128(x)));
     acc->hi = _mm256_add_pd(acc->hi, _mm256_cvtps_pd(_mm256_extractf128_ps(x, 1)));
 }
 
-static inline double total(const dsum *acc)
+INLINE double total(const dsum *acc)
 {
     __m256d s = _mm256_add_pd(acc->lo, acc->hi);
     __m128d h = _mm_add_pd(_mm256_castpd256_pd128(s), _mm256_extractf128_pd(s, 1));
     return _mm_cvtsd_f64(_mm_add_sd(h, _mm_unpackhi_pd(h, h)));
 }
 
-/* The row sums. Sums of non-negative terms (the exponentials, their counts of exact ones, and
- * sum w u <= 0) are kept in float for a block of four vectors and then added in double; the
- * signed sum w b and sum w phi(b), on which the divergence rests, go to double every vector. */
-enum { SUM_RESTS = 7, BLOCK = 4 };
+/* The row sums. Sums of non-negative terms (the exponentials, sum w phi(b) and -sum w u) are
+ * kept in float for a block of four vectors and then added in double; the signed sum w b, on
+ * which the gradient's log-ratio rests, goes to double every vector. */
+enum { SUM_BLOCKS = 6, BLOCK = 4 };
+/* The block sums, in this order. */
 typedef struct row_acc {
-    __m256 block[SUM_RESTS]; /* student rest, ones; teacher rest, ones; hard rest, ones; outside */
-    __m256 wu, overflow;
-    dsum rest[SUM_RESTS], wb, wphi, wu_total;
+    __m256 block[SUM_BLOCKS]; /* student rest, teacher rest, hard rest, outside, w phi, w u */
+    __m256 overflow;
+    dsum total[SUM_BLOCKS], wb;
 } row_acc;
 
-/* Adds e^x to a rest sum where x < 0 and counts a one where x = 0. */
-static inline void add_rest(__m256 *rest, __m256 *ones, __m256 x, __m256 e)
+/* phi(b) = e^-b - 1 + b per lane (b >= -KD_FAST_PHI_LIMIT where kept): by the Taylor series
+ * of the tail for |b| < 2 (its short form when every lane is below 1/2), else directly. */
+INLINE __m256 phi8(__m256 b, __m256 kept)
 {
-    __m256 negative = _mm256_cmp_ps(x, _mm256_setzero_ps(), _CMP_LT_OQ);
-    *rest = _mm256_add_ps(*rest, _mm256_and_ps(negative, e));
-    *ones = _mm256_add_ps(*ones, _mm256_andnot_ps(negative, SPLAT(1.0f)));
+    __m256 x = _mm256_sub_ps(_mm256_setzero_ps(), b), size = abs8(b);
+    __m256 tail = tail8(x);
+    if (_mm256_movemask_ps(_mm256_and_ps(kept, _mm256_cmp_ps(size, SPLAT(0.5f), _CMP_GE_OQ))))
+        tail = long_tail8(x, tail);
+    __m256 phi = _mm256_mul_ps(_mm256_mul_ps(b, b), tail);
+    __m256 far = _mm256_and_ps(kept, _mm256_cmp_ps(size, SPLAT(2.0f), _CMP_GE_OQ));
+    if (_mm256_movemask_ps(far)) {
+        __m256 direct = _mm256_add_ps(_mm256_sub_ps(exp8(_mm256_min_ps(x, SPLAT(KD_FAST_PHI_LIMIT))),
+                                                    SPLAT(1.0f)), b);
+        phi = _mm256_blendv_ps(phi, direct, far);
+    }
+    return phi;
 }
 
-static inline void sums_step(const kd_fast_row_consts *c, __m256 zi, __m256 vi, row_acc *a,
-                             int teacher, int label)
+/* One vector of the sums pass; its exponentials go to es_out, w_out and e1_out. Rest sums
+ * take the classes below the row's maximum (dz < 0, dv < 0); the maximum's ties are counted
+ * by the max pass. */
+INLINE void sums_step(const kd_fast_row_consts *c, __m256 zi, __m256 vi, row_acc *a,
+                      int teacher, int label, float *es_out, float *w_out, float *e1_out)
 {
+    const __m256 zero = _mm256_setzero_ps();
     __m256 dz = _mm256_sub_ps(zi, SPLAT(c->zmax));
-    if (label)
-        add_rest(&a->block[4], &a->block[5], dz, exp8(dz));
+    __m256 below = _mm256_cmp_ps(dz, zero, _CMP_LT_OQ);
+    if (label) {
+        __m256 e1 = exp8(dz);
+        _mm256_storeu_ps(e1_out, e1);
+        a->block[2] = _mm256_add_ps(a->block[2], _mm256_and_ps(below, e1));
+    }
     if (!teacher)
         return;
     const __m256 inv_t = SPLAT(c->inv_t);
-    __m256 s = _mm256_mul_ps(dz, inv_t);
-    __m256 u = _mm256_mul_ps(_mm256_sub_ps(vi, SPLAT(c->vmax)), inv_t);
-    __m256 es = exp8(s), w = exp8(u);
-    add_rest(&a->block[0], &a->block[1], s, es);
-    add_rest(&a->block[2], &a->block[3], u, w);
-    __m256 kept = _mm256_cmp_ps(w, _mm256_setzero_ps(), _CMP_GT_OQ);
-    a->block[6] = _mm256_add_ps(a->block[6], _mm256_andnot_ps(kept, es));
+    __m256 dv = _mm256_sub_ps(vi, SPLAT(c->vmax));
+    __m256 u = _mm256_mul_ps(dv, inv_t);
+    __m256 es = exp8(_mm256_mul_ps(dz, inv_t)), w = exp8(u);
+    _mm256_storeu_ps(es_out, es);
+    _mm256_storeu_ps(w_out, w);
+    a->block[0] = _mm256_add_ps(a->block[0], _mm256_and_ps(below, es));
+    a->block[1] = _mm256_add_ps(a->block[1], _mm256_and_ps(_mm256_cmp_ps(dv, zero, _CMP_LT_OQ), w));
+    __m256 kept = _mm256_cmp_ps(w, zero, _CMP_GT_OQ);
+    a->block[3] = _mm256_add_ps(a->block[3], _mm256_andnot_ps(kept, es));
     __m256 b = _mm256_fmsub_ps(_mm256_sub_ps(_mm256_sub_ps(vi, zi), SPLAT(c->delta)), inv_t,
                                SPLAT(c->centre));
+    add_double(&a->wb, _mm256_mul_ps(w, _mm256_and_ps(kept, b)));
+    if (c->entropy)
+        a->block[5] = _mm256_fnmadd_ps(w, _mm256_and_ps(kept, u), a->block[5]);
+}
+
+/* One vector of the phi pass: adds w phi(b) where w > 0. */
+INLINE void phi_step(const kd_fast_row_consts *c, __m256 zi, __m256 vi, __m256 w, row_acc *a)
+{
+    __m256 kept = _mm256_cmp_ps(w, _mm256_setzero_ps(), _CMP_GT_OQ);
+    __m256 b = _mm256_fmsub_ps(_mm256_sub_ps(_mm256_sub_ps(vi, zi), SPLAT(c->delta)),
+                               SPLAT(c->inv_t), SPLAT(c->centre));
     b = _mm256_and_ps(kept, b);
     a->overflow = _mm256_or_ps(a->overflow, _mm256_cmp_ps(b, SPLAT(-KD_FAST_PHI_LIMIT), _CMP_LT_OQ));
-    __m256 small = small8(b);
-    __m256 phi = _mm256_mul_ps(_mm256_mul_ps(b, b), tail8(_mm256_sub_ps(_mm256_setzero_ps(), b)));
-    if (_mm256_movemask_ps(_mm256_andnot_ps(small, kept))) {
-        __m256 nb = _mm256_min_ps(_mm256_sub_ps(_mm256_setzero_ps(), b), SPLAT(KD_FAST_PHI_LIMIT));
-        __m256 large = _mm256_add_ps(_mm256_sub_ps(exp8(nb), SPLAT(1.0f)), b);
-        phi = _mm256_blendv_ps(large, phi, small);
-    }
-    add_double(&a->wb, _mm256_mul_ps(w, b));
-    add_double(&a->wphi, _mm256_mul_ps(w, phi));
-    a->wu = _mm256_add_ps(a->wu, _mm256_mul_ps(w, _mm256_and_ps(kept, u)));
+    a->block[4] = _mm256_fmadd_ps(w, phi8(b, kept), a->block[4]);
 }
 
-static inline void flush(row_acc *a)
+INLINE void flush(row_acc *a)
 {
-    for (int k = 0; k < SUM_RESTS; k++) {
-        add_double(&a->rest[k], a->block[k]);
+    for (int k = 0; k < SUM_BLOCKS; k++) {
+        add_double(&a->total[k], a->block[k]);
         a->block[k] = _mm256_setzero_ps();
     }
-    add_double(&a->wu_total, a->wu);
-    a->wu = _mm256_setzero_ps();
 }
 
-static inline void sums_loop(const float *z, const float *v, size_t n,
-                             const kd_fast_row_consts *c, row_acc *a, int teacher, int label)
+INLINE void sums_loop(const float *z, const float *v, size_t n, const kd_fast_row_consts *c,
+                      row_acc *a, float *store, int teacher, int label)
 {
     size_t i = 0, steps = 0;
     for (; i + 8 <= n; i += 8) {
         sums_step(c, _mm256_loadu_ps(z + i), teacher ? _mm256_loadu_ps(v + i) : _mm256_setzero_ps(),
-                  a, teacher, label);
+                  a, teacher, label, store + i, store + n + i, store + 2 * n + i);
         if (++steps % BLOCK == 0)
             flush(a);
     }
-    if (i < n)
+    if (i < n) {
+        float tail[3][8];
         sums_step(c, load_tail(z + i, n - i),
-                  teacher ? load_tail(v + i, n - i) : _mm256_setzero_ps(), a, teacher, label);
+                  teacher ? load_tail(v + i, n - i) : _mm256_setzero_ps(), a, teacher, label,
+                  tail[0], tail[1], tail[2]);
+        for (size_t k = 0; k < 3; k++)
+            memcpy(store + k * n + i, tail[k], (n - i) * sizeof *store);
+    }
     flush(a);
 }
 
 static void avx2_sums(const float *z, const float *v, size_t n, const kd_fast_row_consts *c,
-                      kd_fast_row_sums *out)
+                      kd_fast_row_sums *out, float *store)
 {
     row_acc a;
     memset(&a, 0, sizeof a);
     if (c->teacher && c->label)
-        sums_loop(z, v, n, c, &a, 1, 1);
+        sums_loop(z, v, n, c, &a, store, 1, 1);
     else if (c->teacher)
-        sums_loop(z, v, n, c, &a, 1, 0);
+        sums_loop(z, v, n, c, &a, store, 1, 0);
     else
-        sums_loop(z, v, n, c, &a, 0, 1);
-    out->student_rest = total(&a.rest[0]) + (total(&a.rest[1]) - 1.0);
-    out->teacher_rest = total(&a.rest[2]) + (total(&a.rest[3]) - 1.0);
-    out->hard_rest = total(&a.rest[4]) + (total(&a.rest[5]) - 1.0);
-    out->outside = total(&a.rest[6]);
+        sums_loop(z, v, n, c, &a, store, 0, 1);
+    out->student_rest = total(&a.total[0]) + ((double)c->zties - 1.0);
+    out->teacher_rest = total(&a.total[1]) + ((double)c->vties - 1.0);
+    out->hard_rest = total(&a.total[2]) + ((double)c->zties - 1.0);
+    out->outside = total(&a.total[3]);
     out->wb = total(&a.wb);
-    out->wphi = total(&a.wphi);
-    out->wu = total(&a.wu_total);
-    out->overflow = _mm256_movemask_ps(a.overflow) != 0;
+    out->wu = -total(&a.total[5]);
 }
 
-static inline __m256 grad_step(const kd_fast_row_consts *c, const kd_fast_grad_consts *g,
-                               __m256 zi, __m256 vi, int teacher, int label)
+static double avx2_phi(const float *z, const float *v, size_t n, const kd_fast_row_consts *c,
+                       const float *store, int *overflow)
 {
-    __m256 dz = _mm256_sub_ps(zi, SPLAT(c->zmax)), x = _mm256_setzero_ps();
+    row_acc a;
+    memset(&a, 0, sizeof a);
+    const float *w = store + n;
+    size_t i = 0, steps = 0;
+    for (; i + 8 <= n; i += 8) {
+        phi_step(c, _mm256_loadu_ps(z + i), _mm256_loadu_ps(v + i), _mm256_loadu_ps(w + i), &a);
+        if (++steps % BLOCK == 0)
+            flush(&a);
+    }
+    if (i < n)
+        phi_step(c, load_tail(z + i, n - i), load_tail(v + i, n - i),
+                 load_stored_tail(w + i, n - i), &a);
+    flush(&a);
+    *overflow = _mm256_movemask_ps(a.overflow) != 0;
+    return total(&a.total[4]);
+}
+
+/* One vector of the gradient, from the exponentials es, eq, e1 of the sums pass. */
+INLINE __m256 grad_step(const kd_fast_row_consts *c, const kd_fast_grad_consts *g, __m256 zi,
+                        __m256 vi, __m256 es, __m256 eq, __m256 e1, int teacher, int label)
+{
+    __m256 x = _mm256_setzero_ps();
     if (teacher) {
-        const __m256 inv_t = SPLAT(c->inv_t);
-        __m256 p = _mm256_mul_ps(exp8(_mm256_mul_ps(dz, inv_t)), SPLAT(g->inv_zs));
-        __m256 q = _mm256_mul_ps(exp8(_mm256_mul_ps(_mm256_sub_ps(vi, SPLAT(c->vmax)), inv_t)),
-                                 SPLAT(g->inv_zq));
-        __m256 d = _mm256_fmsub_ps(_mm256_sub_ps(_mm256_sub_ps(vi, zi), SPLAT(c->delta)), inv_t,
-                                   SPLAT(g->shift));
+        __m256 p = _mm256_mul_ps(es, SPLAT(g->inv_zs));
+        __m256 q = _mm256_mul_ps(eq, SPLAT(g->inv_zq));
+        __m256 d = _mm256_fmsub_ps(_mm256_sub_ps(_mm256_sub_ps(vi, zi), SPLAT(c->delta)),
+                                   SPLAT(c->inv_t), SPLAT(g->shift));
         __m256 m = _mm256_sub_ps(_mm256_setzero_ps(), d); /* expm1(m) = m + m^2 tail(m) */
         __m256 near = _mm256_mul_ps(q, _mm256_fmadd_ps(_mm256_mul_ps(m, m), tail8(m), m));
         x = _mm256_mul_ps(SPLAT(g->soft), _mm256_blendv_ps(_mm256_sub_ps(p, q), near, small8(d)));
     }
     if (label)
-        x = _mm256_fmadd_ps(SPLAT(g->hard), _mm256_mul_ps(exp8(dz), SPLAT(g->inv_z1)), x);
+        x = _mm256_fmadd_ps(SPLAT(g->hard), _mm256_mul_ps(e1, SPLAT(g->inv_z1)), x);
     return x;
 }
 
-static inline void grad_loop(const float *z, const float *v, size_t n,
-                             const kd_fast_row_consts *c, const kd_fast_grad_consts *g,
-                             float *grad, int teacher, int label)
+INLINE void grad_loop(const float *z, const float *v, size_t n, const kd_fast_row_consts *c,
+                      const kd_fast_grad_consts *g, const float *store, float *grad,
+                      int teacher, int label)
 {
+    const float *es = store, *eq = store + n, *e1 = store + 2 * n;
+    const __m256 zero = _mm256_setzero_ps();
+    const int stream = g->stream && (uintptr_t)grad % 32 == 0;
     size_t i = 0;
-    for (; i + 8 <= n; i += 8)
-        _mm256_storeu_ps(grad + i, grad_step(c, g, _mm256_loadu_ps(z + i),
-                                             teacher ? _mm256_loadu_ps(v + i) : _mm256_setzero_ps(),
-                                             teacher, label));
+    for (; i + 8 <= n; i += 8) {
+        __m256 x = grad_step(c, g, teacher ? _mm256_loadu_ps(z + i) : zero,
+                             teacher ? _mm256_loadu_ps(v + i) : zero,
+                             teacher ? _mm256_loadu_ps(es + i) : zero,
+                             teacher ? _mm256_loadu_ps(eq + i) : zero,
+                             label ? _mm256_loadu_ps(e1 + i) : zero, teacher, label);
+        if (stream)
+            _mm256_stream_ps(grad + i, x); /* a large batch: past the caches */
+        else
+            _mm256_storeu_ps(grad + i, x);
+    }
+    if (stream)
+        _mm_sfence();
     if (i < n) {
+        const size_t left = n - i;
         float buffer[8];
-        _mm256_storeu_ps(buffer, grad_step(c, g, load_tail(z + i, n - i),
-                                           teacher ? load_tail(v + i, n - i) : _mm256_setzero_ps(),
-                                           teacher, label));
-        memcpy(grad + i, buffer, (n - i) * sizeof *grad);
+        _mm256_storeu_ps(buffer,
+                         grad_step(c, g, teacher ? load_tail(z + i, left) : zero,
+                                   teacher ? load_tail(v + i, left) : zero,
+                                   teacher ? load_stored_tail(es + i, left) : zero,
+                                   teacher ? load_stored_tail(eq + i, left) : zero,
+                                   label ? load_stored_tail(e1 + i, left) : zero, teacher, label));
+        memcpy(grad + i, buffer, left * sizeof *grad);
     }
 }
 
 static void avx2_grad(const float *z, const float *v, size_t n, const kd_fast_row_consts *c,
-                      const kd_fast_grad_consts *g, float *grad)
+                      const kd_fast_grad_consts *g, const float *store, float *grad)
 {
     if (c->teacher && c->label)
-        grad_loop(z, v, n, c, g, grad, 1, 1);
+        grad_loop(z, v, n, c, g, store, grad, 1, 1);
     else if (c->teacher)
-        grad_loop(z, v, n, c, g, grad, 1, 0);
+        grad_loop(z, v, n, c, g, store, grad, 1, 0);
     else
-        grad_loop(z, v, n, c, g, grad, 0, 1);
+        grad_loop(z, v, n, c, g, store, grad, 0, 1);
 }
 
 static void avx2_exp(const float *x, size_t n, float *out)
@@ -302,6 +413,6 @@ static void avx2_exp(const float *x, size_t n, float *out)
 const kd_fast_kernels *kd_fast_avx2(void)
 {
     static const kd_fast_kernels kernels = {"avx2",    avx2_check, avx2_max, avx2_find,
-                                            avx2_sums, avx2_grad,  avx2_exp};
+                                            avx2_sums, avx2_phi,   avx2_grad, avx2_exp};
     return &kernels;
 }
