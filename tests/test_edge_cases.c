@@ -1,0 +1,228 @@
+/* Edge cases that the coverage report (docs/reliability.md) found no other test exercising:
+ * trainer outputs and overflowing batches, overflowing optimizer and batch-buffer sizes, a
+ * checkpoint saved under a relative name, and ensembles whose members mask different classes
+ * or have weight 0. Each checks the documented result, not only that the line runs. */
+#define _POSIX_C_SOURCE 200809L
+
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <cmocka.h>
+
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <kd.h>
+
+#include "support.h"
+
+static float *params_of(kd_model *model)
+{
+    float *p = NULL;
+    assert_int_equal(kd_model_parameters(model, &p), KD_OK);
+    return p;
+}
+
+/* kd_trainer_last_logits after a step: the step's training-mode logits and row count; an
+ * overflowing batch is refused before anything changes. */
+static void trainer_last_logits_and_overflow(void **state)
+{
+    (void)state;
+    enum { ROWS = 6, IN = 3, OUT = 4 };
+    const size_t widths[] = {IN, 8, OUT};
+    kd_model *model = NULL;
+    kd_optimizer *opt = NULL;
+    kd_loss *loss = NULL;
+    kd_trainer *trainer = NULL;
+    assert_int_equal(kd_model_create_dense(&model, widths, 3, 5, NULL), KD_OK);
+    assert_int_equal(kd_optimizer_create(&opt, KD_OPTIMIZER_SGD, model, NULL), KD_OK);
+    assert_int_equal(kd_optimizer_set(opt, KD_OPTIMIZER_PARAM_LEARNING_RATE, 0.0), KD_OK);
+    assert_int_equal(kd_loss_create(&loss, NULL), KD_OK);
+    assert_int_equal(kd_trainer_create(&trainer, model, opt, loss, NULL), KD_OK);
+    float x[ROWS * IN], expected[ROWS * OUT];
+    int32_t labels[ROWS];
+    kd_test_rng rng = {8};
+    for (size_t i = 0; i < ROWS * IN; i++)
+        x[i] = (float)kd_test_normal(&rng);
+    for (size_t r = 0; r < ROWS; r++)
+        labels[r] = (int32_t)(r % OUT);
+
+    const float *logits = NULL;
+    assert_int_equal(kd_trainer_last_logits(NULL, &logits, NULL), KD_ERROR_NULL_POINTER);
+    assert_int_equal(kd_trainer_last_logits(trainer, NULL, NULL), KD_ERROR_NULL_POINTER);
+    assert_int_equal(kd_trainer_step(trainer, x, ROWS, NULL, labels, NULL), KD_OK);
+    size_t rows = 0;
+    assert_int_equal(kd_trainer_last_logits(trainer, &logits, &rows), KD_OK);
+    assert_int_equal(rows, ROWS);
+    /* No dropout and a learning rate of 0: the training logits are the inference logits. */
+    assert_int_equal(kd_model_forward(model, x, ROWS, KD_MODE_INFERENCE, expected), KD_OK);
+    assert_memory_equal(logits, expected, sizeof expected);
+    const float *again = NULL;
+    assert_int_equal(kd_trainer_last_logits(trainer, &again, NULL), KD_OK);
+    assert_ptr_equal(again, logits);
+
+    /* A batch whose buffers cannot be addressed: refused, parameters as they were, and the
+     * last logits are gone (the failed step is the last one). */
+    const size_t count = kd_model_parameter_count(model);
+    float *before = malloc(count * sizeof *before);
+    assert_non_null(before);
+    memcpy(before, params_of(model), count * sizeof *before);
+    assert_int_equal(kd_trainer_step(trainer, x, SIZE_MAX / 8, NULL, labels, NULL),
+                     KD_ERROR_SIZE_OVERFLOW);
+    assert_memory_equal(params_of(model), before, count * sizeof *before);
+    assert_int_equal(kd_trainer_last_logits(trainer, &logits, &rows), KD_ERROR_SHAPE_MISMATCH);
+    free(before);
+
+    kd_trainer_destroy(trainer);
+    kd_loss_destroy(loss);
+    kd_optimizer_destroy(opt);
+    kd_model_destroy(model);
+}
+
+static int host_forward(void *user, const float *inputs, size_t rows, kd_mode mode, float *logits)
+{
+    (void)user;
+    (void)inputs;
+    (void)rows;
+    (void)mode;
+    (void)logits;
+    return 0;
+}
+
+static int host_backward(void *user, const float *grad, size_t rows)
+{
+    (void)user;
+    (void)grad;
+    (void)rows;
+    return 0;
+}
+
+static float *host_array(void *user)
+{
+    (void)user;
+    return NULL;
+}
+
+/* Sizes that cannot be addressed: an Adam state for a host network claiming SIZE_MAX / 4
+ * parameters, and the batch buffers of a network for as many rows as its widest layer allows
+ * (each layer's activations fit, their sum does not). */
+static void overflowing_state_and_buffers(void **state)
+{
+    (void)state;
+    const kd_model_callbacks callbacks = {sizeof(kd_model_callbacks), host_forward, host_backward,
+                                          host_array, host_array};
+    kd_model *host = NULL;
+    assert_int_equal(kd_model_create_host(&host, &callbacks, NULL, 1, 1, SIZE_MAX / 4, NULL), KD_OK);
+    kd_optimizer *opt = (kd_optimizer *)(void *)&host; /* a sentinel: must stay */
+    assert_int_equal(kd_optimizer_create(&opt, KD_OPTIMIZER_ADAM, host, NULL), KD_ERROR_SIZE_OVERFLOW);
+    assert_ptr_equal(opt, (kd_optimizer *)(void *)&host);
+    kd_model_destroy(host);
+
+    /* The most rows a 1-1024-1 network accepts (rows x 1024 floats addressable): its buffers
+     * need 3 x 1024 + 2 floats a row, which is more than can be addressed. */
+    const size_t widths[] = {1, 1024, 1};
+    kd_model *model = NULL;
+    assert_int_equal(kd_model_create_dense(&model, widths, 3, 1, NULL), KD_OK);
+    const size_t rows = (size_t)PTRDIFF_MAX / sizeof(float) / 1024;
+    assert_int_equal(kd_model_reserve(model, rows), KD_ERROR_SIZE_OVERFLOW);
+    assert_int_equal(kd_model_reserve(model, rows + 1), KD_ERROR_SIZE_OVERFLOW);
+    float x[2] = {1.0f, -1.0f}, logits[2];
+    assert_int_equal(kd_model_forward(model, x, 2, KD_MODE_INFERENCE, logits), KD_OK);
+    assert_true(isfinite(logits[0]) && isfinite(logits[1]));
+    kd_model_destroy(model);
+}
+
+/* A checkpoint saved under a name without a directory (the current one) loads back. */
+static void checkpoint_relative_name(void **state)
+{
+    (void)state;
+    char directory[] = "/tmp/kd_test_edge_XXXXXX", previous[4096];
+    assert_non_null(mkdtemp(directory));
+    assert_non_null(getcwd(previous, sizeof previous));
+    assert_int_equal(chdir(directory), 0);
+    const size_t widths[] = {2, 3, 2};
+    kd_model *model = NULL, *loaded = NULL;
+    assert_int_equal(kd_model_create_dense(&model, widths, 3, 4, NULL), KD_OK);
+    assert_int_equal(kd_checkpoint_save(model, NULL, "relative.kdc"), KD_OK);
+    assert_int_equal(kd_checkpoint_load(&loaded, NULL, "relative.kdc", NULL), KD_OK);
+    assert_memory_equal(params_of(loaded), params_of(model),
+                        kd_model_parameter_count(model) * sizeof(float));
+    assert_int_equal(kd_test_count_entries(".", ".tmp-"), 0);
+    kd_model_destroy(loaded);
+    kd_model_destroy(model);
+    assert_int_equal(unlink("relative.kdc"), 0);
+    assert_int_equal(chdir(previous), 0);
+    assert_int_equal(rmdir(directory), 0);
+}
+
+/* Ensembles of two logits teachers whose members mask different classes. Arithmetic mean: a
+ * class masked by one member only keeps the other's probability; geometric mean: it is masked,
+ * and two members masking complementary classes mask the whole row. Logit matching against an
+ * ensemble skips members of weight 0 (their logits may be anything, even NaN). */
+static void ensembles_with_masks_and_zero_weights(void **state)
+{
+    (void)state;
+    enum { C = 3 };
+    const float z[C] = {0.5f, -0.25f, 1.0f};
+    const float a[C] = {-INFINITY, 1.0f, 2.0f}, b[C] = {0.0f, 1.0f, -1.0f};
+    const float *members[2] = {a, b};
+    kd_loss *loss = NULL;
+    assert_int_equal(kd_loss_create(&loss, NULL), KD_OK);
+    assert_int_equal(kd_loss_set(loss, KD_LOSS_PARAM_ALPHA, 1.0), KD_OK);
+    float values[KD_LOSS_VALUE_COUNT], grad[C];
+
+    /* Arithmetic: q = (softmax(a) + softmax(b)) / 2; KL's gradient is p - q. */
+    assert_int_equal(kd_loss_compute_ensemble(loss, z, C, members, 2, NULL, C, NULL, 1, C, values,
+                                              grad, C),
+                     KD_OK);
+    double p[C], qa[C], qb[C], sz = 0, sa = 0, sb = 0;
+    for (int i = 0; i < C; i++) {
+        sz += p[i] = exp(z[i]);
+        sa += qa[i] = exp(a[i]);
+        sb += qb[i] = exp(b[i]);
+    }
+    for (int i = 0; i < C; i++) {
+        const double q = 0.5 * (qa[i] / sa + qb[i] / sb);
+        assert_true(fabs(grad[i] - (p[i] / sz - q)) <= 1e-6);
+    }
+
+    /* Geometric: a masks class 0 and c classes 1 and 2: the mean masks the whole row. */
+    assert_int_equal(kd_loss_set(loss, KD_LOSS_PARAM_ENSEMBLE_MODE, KD_ENSEMBLE_GEOMETRIC), KD_OK);
+    const float c[C] = {0.0f, -INFINITY, -INFINITY};
+    const float *complementary[2] = {a, c};
+    kd_test_fill_sentinel(grad, C);
+    assert_int_equal(kd_loss_compute_ensemble(loss, z, C, complementary, 2, NULL, C, NULL, 1, C,
+                                              values, grad, C),
+                     KD_ERROR_ALL_MASKED);
+    assert_true(kd_test_is_sentinel(grad, C));
+
+    /* Logit matching against the weighted mean logits; the weight-0 member is not read. */
+    assert_int_equal(kd_loss_set(loss, KD_LOSS_PARAM_DIVERGENCE, KD_DIVERGENCE_LOGIT_MSE), KD_OK);
+    const float nan_member[C] = {NAN, NAN, NAN};
+    const float *weighted[2] = {b, nan_member};
+    const float weights[2] = {2.0f, 0.0f};
+    assert_int_equal(kd_loss_compute_ensemble(loss, z, C, weighted, 2, weights, C, NULL, 1, C,
+                                              values, grad, C),
+                     KD_OK);
+    double mse = 0.0;
+    for (int i = 0; i < C; i++)
+        mse += ((double)z[i] - b[i]) * ((double)z[i] - b[i]);
+    mse /= 2.0 * C;
+    assert_true(fabs(values[KD_LOSS_VALUE_SOFT] - mse) <= 1e-6 * mse);
+    kd_loss_destroy(loss);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(trainer_last_logits_and_overflow),
+        cmocka_unit_test(overflowing_state_and_buffers),
+        cmocka_unit_test(checkpoint_relative_name),
+        cmocka_unit_test(ensembles_with_masks_and_zero_weights),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
