@@ -19,7 +19,7 @@ const float kd_fast_tail_coefficients[KD_FAST_TAIL_COEFFICIENTS] = {
     1.0f / 2,          1.0f / 6,           1.0f / 24,           1.0f / 120,
     1.0f / 720,        1.0f / 5040,        1.0f / 40320,        1.0f / 362880,
     1.0f / 3628800,    1.0f / 39916800,    1.0f / 479001600,    1.0f / 6227020800,
-    1.0f / 87178291200, 1.0f / 1307674368000, 1.0f / 20922789888000};
+    1.0f / 87178291200.0f, 1.0f / 1307674368000.0f, 1.0f / 20922789888000.0f};
 
 /* (e^x - 1 - x) / x^2 for |x| <= 1/2, by its Taylor series. */
 static float expm1_tail(float x)
