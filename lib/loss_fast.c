@@ -106,14 +106,20 @@ static void portable_sums(const float *z, const float *v, size_t n, const kd_fas
     for (size_t i = 0; i < n; i++) {
         /* Classes below the maximum; its ties are counted by the max pass. */
         float dz = z[i] - c->zmax;
+        float es = c->teacher ? kd_fast_exp(dz * c->inv_t) : 0.0f;
         if (c->label) {
-            float e1 = store[2 * n + i] = kd_fast_exp(dz);
+            /* e^dz = (e^(dz / T))^T by squaring when T = 2^k */
+            float e1 = c->teacher && c->squarings >= 0 ? es : kd_fast_exp(dz);
+            for (int k = 0; c->teacher && k < c->squarings; k++)
+                e1 *= e1;
+            store[2 * n + i] = e1;
             s.hard_rest += dz < 0.0f ? e1 : 0.0f;
         }
         if (!c->teacher)
             continue;
         float dv = v[i] - c->vmax, u = dv * c->inv_t;
-        float es = store[i] = kd_fast_exp(dz * c->inv_t), w = store[n + i] = kd_fast_exp(u);
+        float w = store[n + i] = kd_fast_exp(u);
+        store[i] = es;
         s.student_rest += dz < 0.0f ? es : 0.0f;
         s.teacher_rest += dv < 0.0f ? w : 0.0f;
         if (w > 0.0f) {
@@ -196,7 +202,10 @@ void kd_fast_row(const kd_fast_kernels *k, const kd_row_spec *spec, const float 
 {
     kd_fast_row_consts c = {0.0f, 0.0f, (float)(1.0 / spec->t), 0.0f, 0.0f, 0, 0,
                             spec->has_teacher, spec->has_label,
-                            spec->divergence == KD_DIVERGENCE_CROSS_ENTROPY};
+                            spec->divergence == KD_DIVERGENCE_CROSS_ENTROPY, -1};
+    for (int power = 0; power < 4; power++)
+        if (spec->t == (double)(1 << power))
+            c.squarings = power;
     k->max(z, c.teacher ? v : NULL, n, &c);
     if (c.teacher) {
         c.delta = c.vmax - c.zmax;
@@ -212,12 +221,13 @@ void kd_fast_row(const kd_fast_kernels *k, const kd_row_spec *spec, const float 
         const double zs = 1.0 + s.student_rest, w = 1.0 + s.teacher_rest;
         const double p_out = s.outside / zs, beta = s.wb / w;
         /* log q_i - log p_i = b_i + lambda */
-        double lambda = (double)c.centre + log1p(s.student_rest) - log1p(s.teacher_rest);
+        /* log(Zs / Zq) = log1p((Zs - Zq) / Zq), one logarithm */
+        double lambda = (double)c.centre + log1p((s.student_rest - s.teacher_rest) / w);
         int overflow = 0;
         if (beta + lambda < KD_FAST_DIRECT_KL && p_out <= 0.5) {
             double wphi = k->phi(z, v, n, &c, store, &overflow);
             if (!overflow)
-                lambda = log1p(wphi / w - beta) - log1p(-p_out);
+                lambda = log1p(wphi / w - beta) - (p_out > 0.0 ? log1p(-p_out) : 0.0);
         }
         *soft = fmax(beta + lambda, 0.0);
         if (spec->divergence == KD_DIVERGENCE_CROSS_ENTROPY)

@@ -28,6 +28,9 @@ typedef struct kd_fast_row_consts {
     size_t zties, vties; /* how many z_i equal zmax, v_i equal vmax */
     int teacher, label;  /* which terms the row computes */
     int entropy;         /* also sum w u (cross-entropy's H(q)) */
+    /* T = 2^squarings (0..3), so that e^(z - zmax) = (e^s)^T is squarings products away; -1
+     * for any other T (then it is an exponential of its own) */
+    int squarings;
 } kd_fast_row_consts;
 
 /* Sums over one row, in double. "rest" sums are sum_i e^x_i - 1 over the row's terms (the

@@ -82,21 +82,25 @@ INLINE float horizontal_max(__m256 x)
     return _mm_cvtss_f32(m);
 }
 
+/* The lanes of the last n % 8 values of a row. */
+INLINE __m256i tail_mask(size_t left)
+{
+    return _mm256_cmpgt_epi32(_mm256_set1_epi32((int)left),
+                              _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
+}
+
 /* The last n % 8 values of a row, padded with -INFINITY (a masked class). */
 INLINE __m256 load_tail(const float *x, size_t left)
 {
-    float buffer[8];
-    for (size_t i = 0; i < 8; i++)
-        buffer[i] = i < left ? x[i] : -INFINITY;
-    return _mm256_loadu_ps(buffer);
+    __m256i lanes = tail_mask(left);
+    return _mm256_blendv_ps(SPLAT(-INFINITY), _mm256_maskload_ps(x, lanes),
+                            _mm256_castsi256_ps(lanes));
 }
 
 /* The last n % 8 values of one of the store's rows, padded with 0. */
 INLINE __m256 load_stored_tail(const float *x, size_t left)
 {
-    float buffer[8] = {0.0f, 0.0f, 0.0f, 0.0f, 0.0f, 0.0f, 0.0f, 0.0f};
-    memcpy(buffer, x, left * sizeof *x);
-    return _mm256_loadu_ps(buffer);
+    return _mm256_maskload_ps(x, tail_mask(left));
 }
 
 static unsigned avx2_check(const float *z, const float *v, size_t n)
@@ -231,20 +235,23 @@ INLINE __m256 phi8(__m256 b, __m256 kept)
 INLINE void sums_step(const kd_fast_row_consts *c, __m256 zi, __m256 vi, row_acc *a,
                       int teacher, int label, float *es_out, float *w_out, float *e1_out)
 {
-    const __m256 zero = _mm256_setzero_ps();
+    const __m256 zero = _mm256_setzero_ps(), inv_t = SPLAT(c->inv_t);
     __m256 dz = _mm256_sub_ps(zi, SPLAT(c->zmax));
     __m256 below = _mm256_cmp_ps(dz, zero, _CMP_LT_OQ);
+    __m256 es = teacher ? exp8(_mm256_mul_ps(dz, inv_t)) : zero;
     if (label) {
-        __m256 e1 = exp8(dz);
+        /* e^dz = (e^(dz / T))^T by squaring when T = 2^k, k = c->squarings < 4 */
+        __m256 e1 = teacher && c->squarings >= 0 ? es : exp8(dz);
+        for (int k = 0; teacher && k < c->squarings; k++)
+            e1 = _mm256_mul_ps(e1, e1);
         _mm256_storeu_ps(e1_out, e1);
         a->block[2] = _mm256_add_ps(a->block[2], _mm256_and_ps(below, e1));
     }
     if (!teacher)
         return;
-    const __m256 inv_t = SPLAT(c->inv_t);
     __m256 dv = _mm256_sub_ps(vi, SPLAT(c->vmax));
     __m256 u = _mm256_mul_ps(dv, inv_t);
-    __m256 es = exp8(_mm256_mul_ps(dz, inv_t)), w = exp8(u);
+    __m256 w = exp8(u);
     _mm256_storeu_ps(es_out, es);
     _mm256_storeu_ps(w_out, w);
     a->block[0] = _mm256_add_ps(a->block[0], _mm256_and_ps(below, es));
@@ -293,7 +300,7 @@ INLINE void sums_loop(const float *z, const float *v, size_t n, const kd_fast_ro
                   teacher ? load_tail(v + i, n - i) : _mm256_setzero_ps(), a, teacher, label,
                   tail[0], tail[1], tail[2]);
         for (size_t k = 0; k < 3; k++)
-            memcpy(store + k * n + i, tail[k], (n - i) * sizeof *store);
+            _mm256_maskstore_ps(store + k * n + i, tail_mask(n - i), _mm256_loadu_ps(tail[k]));
     }
     flush(a);
 }
@@ -379,14 +386,13 @@ INLINE void grad_loop(const float *z, const float *v, size_t n, const kd_fast_ro
         _mm_sfence();
     if (i < n) {
         const size_t left = n - i;
-        float buffer[8];
-        _mm256_storeu_ps(buffer,
-                         grad_step(c, g, teacher ? load_tail(z + i, left) : zero,
-                                   teacher ? load_tail(v + i, left) : zero,
-                                   teacher ? load_stored_tail(es + i, left) : zero,
-                                   teacher ? load_stored_tail(eq + i, left) : zero,
-                                   label ? load_stored_tail(e1 + i, left) : zero, teacher, label));
-        memcpy(grad + i, buffer, left * sizeof *grad);
+        _mm256_maskstore_ps(grad + i, tail_mask(left),
+                            grad_step(c, g, teacher ? load_tail(z + i, left) : zero,
+                                      teacher ? load_tail(v + i, left) : zero,
+                                      teacher ? load_stored_tail(es + i, left) : zero,
+                                      teacher ? load_stored_tail(eq + i, left) : zero,
+                                      label ? load_stored_tail(e1 + i, left) : zero, teacher,
+                                      label));
     }
 }
 
