@@ -47,6 +47,8 @@ kd_status kd_loss_create(kd_loss **loss, const kd_allocator *allocator)
     created->scratch = NULL;
     created->capacity = 0;
     created->slots = 0;
+    created->row_info = NULL;
+    created->row_info_capacity = 0;
     created->row_values = NULL;
     created->row_capacity = 0;
     created->pool = NULL;
@@ -61,6 +63,7 @@ void kd_loss_destroy(kd_loss *loss)
     kd_allocator allocator = loss->allocator;
     kd_pool_destroy(loss->pool, &allocator);
     kd_free(&allocator, loss->row_values);
+    kd_free(&allocator, loss->row_info);
     kd_free(&allocator, loss->scratch);
     kd_free(&allocator, loss);
 }
@@ -115,6 +118,18 @@ kd_status kd_loss_ensure_scratch(kd_loss *loss, size_t classes)
     double *grown = kd_alloc_array(&loss->allocator, 2 * classes * slots, sizeof *grown);
     if (grown == NULL)
         return KD_ERROR_OUT_OF_MEMORY;
+    const size_t rows = classes > KD_LOSS_ROW_INFO_MIN ? classes : KD_LOSS_ROW_INFO_MIN;
+    kd_fast_row_info *info = NULL;
+    if (rows > loss->row_info_capacity) {
+        info = kd_alloc_array(&loss->allocator, rows, sizeof *info);
+        if (info == NULL) {
+            kd_free(&loss->allocator, grown);
+            return KD_ERROR_OUT_OF_MEMORY;
+        }
+        kd_free(&loss->allocator, loss->row_info);
+        loss->row_info = info;
+        loss->row_info_capacity = rows;
+    }
     kd_free(&loss->allocator, loss->scratch);
     loss->scratch = grown;
     loss->capacity = classes;

@@ -75,11 +75,13 @@ static kd_status check_label(const batch *b, size_t r, const float *z)
     return KD_OK;
 }
 
-/* The fused kernels' check of row r, with the statuses in the order of check_row's. */
-static kd_status check_fast_row(const kd_loss *loss, const batch *b, size_t r)
+/* The fused kernels' check of row r, with the statuses in the order of check_row's; *info
+ * receives what the check finds of a valid row. */
+static kd_status check_fast_row(const kd_loss *loss, const batch *b, size_t r,
+                                kd_fast_row_info *info)
 {
     const float *z = b->student + r * b->student_stride;
-    unsigned bits = loss->kernels->check(z, teacher_row(b, r), b->classes);
+    unsigned bits = loss->kernels->check(z, teacher_row(b, r), b->classes, info);
     if (bits & KD_FAST_STUDENT_NONFINITE)
         return KD_ERROR_NONFINITE_INPUT;
     if (bits & KD_FAST_STUDENT_MASKED)
@@ -116,7 +118,8 @@ typedef struct job {
     kd_loss *loss;
     const batch *b;
     int fast;
-    int stream; /* the gradient is larger than the caches */
+    int stream;             /* the gradient is larger than the caches */
+    kd_fast_row_info *info; /* per row, from the check; NULL: the batch has too many rows */
     kd_row_spec spec;
     double soft_scale;
     double *row_values; /* per-row values when several threads reduce; else NULL */
@@ -144,7 +147,10 @@ static void check_rows(void *context, size_t index, size_t threads)
     for (size_t r = first; r < last; r++) {
         if (ignored(j->loss, j->b, r))
             continue;
-        kd_status status = j->fast ? check_fast_row(j->loss, j->b, r) : check_row(j->loss, j->b, r);
+        kd_fast_row_info unused;
+        kd_status status = !j->fast       ? check_row(j->loss, j->b, r)
+                           : j->info != NULL ? check_fast_row(j->loss, j->b, r, &j->info[r])
+                                             : check_fast_row(j->loss, j->b, r, &unused);
         if (status != KD_OK) {
             j->status[index] = status;
             return;
@@ -164,7 +170,8 @@ static void compute_row(const job *j, size_t r, size_t index, double *part, floa
     if (j->fast) {
         /* The thread's two scratch rows of doubles hold the kernels' 3 rows of floats. */
         kd_fast_row(loss->kernels, &j->spec, z, teacher_row(b, r), b->classes, label,
-                    (float *)teacher, j->stream, &part[KD_LOSS_VALUE_SOFT],
+                    j->info == NULL ? NULL : &j->info[r], (float *)teacher, j->stream,
+                    &part[KD_LOSS_VALUE_SOFT],
                     &part[KD_LOSS_VALUE_HARD], grad);
     } else {
         double log_norm = 0.0;
@@ -254,6 +261,7 @@ static kd_status run(kd_loss *loss, const batch *b)
     j.b = b;
     j.fast = fast_path(loss, b);
     j.stream = b->rows * b->classes > KD_LOSS_STREAM_ELEMENTS;
+    j.info = b->rows <= loss->row_info_capacity ? loss->row_info : NULL;
     j.soft_scale = loss->param[KD_LOSS_PARAM_SCALE_T_SQUARED] != 0.0 ? t * t : 1.0;
     j.row_values = NULL;
     run_phase(loss, threads, check_rows, &j);
@@ -264,6 +272,8 @@ static kd_status run(kd_loss *loss, const batch *b)
         counted += j.counted[k];
     }
     status = kd_loss_ensure_scratch(loss, b->classes);
+    if (j.info != loss->row_info)
+        j.info = NULL; /* grown (and the check's findings freed): found again per row */
     if (status == KD_OK && threads > 1 && reduction != KD_REDUCTION_NONE)
         status = kd_loss_ensure_row_values(loss, b->rows);
     if (status != KD_OK)

@@ -42,7 +42,25 @@ float kd_fast_difference(float p, float q, float d)
     return fabsf(d) < 0.5f ? q * expm1f(-d) : p - q;
 }
 
-static unsigned portable_check(const float *z, const float *v, size_t n)
+/* The largest of n values, how often it occurs, and where first. */
+static float max_and_ties(const float *x, size_t n, size_t *ties, size_t *first)
+{
+    float max = -INFINITY;
+    size_t count = 0;
+    *first = 0;
+    for (size_t i = 0; i < n; i++) {
+        if (x[i] > max) {
+            max = x[i];
+            count = 0;
+            *first = i;
+        }
+        count += x[i] == max;
+    }
+    *ties = count;
+    return max;
+}
+
+static unsigned portable_check(const float *z, const float *v, size_t n, kd_fast_row_info *info)
 {
     unsigned bits = KD_FAST_STUDENT_MASKED | (v != NULL ? KD_FAST_TEACHER_MASKED : 0u);
     for (size_t i = 0; i < n; i++) {
@@ -59,38 +77,13 @@ static unsigned portable_check(const float *z, const float *v, size_t n)
         if (z[i] == -INFINITY && v[i] != -INFINITY)
             bits |= KD_FAST_MASK_MISFIT;
     }
-    return bits;
-}
-
-/* The largest of n values, and how often it occurs. */
-static float max_and_ties(const float *x, size_t n, size_t *ties)
-{
-    float max = -INFINITY;
-    size_t count = 0;
-    for (size_t i = 0; i < n; i++) {
-        if (x[i] > max) {
-            max = x[i];
-            count = 0;
-        }
-        count += x[i] == max;
+    if (bits == 0) {
+        size_t unused;
+        info->zmax = max_and_ties(z, n, &info->zties, &unused);
+        if (v != NULL)
+            info->vmax = max_and_ties(v, n, &info->vties, &info->top);
     }
-    *ties = count;
-    return max;
-}
-
-static void portable_max(const float *z, const float *v, size_t n, kd_fast_row_consts *c)
-{
-    c->zmax = max_and_ties(z, n, &c->zties);
-    if (v != NULL)
-        c->vmax = max_and_ties(v, n, &c->vties);
-}
-
-static size_t portable_find(const float *x, size_t n, float value)
-{
-    for (size_t i = 0; i < n; i++)
-        if (x[i] == value)
-            return i;
-    return 0;
+    return bits;
 }
 
 /* b_i of the row: a_i - centre. */
@@ -180,9 +173,8 @@ static void portable_exp(const float *x, size_t n, float *out)
 
 const kd_fast_kernels *kd_fast_portable(void)
 {
-    static const kd_fast_kernels kernels = {"portable",    portable_check, portable_max,
-                                            portable_find, portable_sums,  portable_phi,
-                                            portable_grad, portable_exp};
+    static const kd_fast_kernels kernels = {"portable",    portable_check, portable_sums,
+                                            portable_phi,  portable_grad,  portable_exp};
     return &kernels;
 }
 
@@ -197,8 +189,8 @@ const kd_fast_kernels *kd_fast_best(void)
 }
 
 void kd_fast_row(const kd_fast_kernels *k, const kd_row_spec *spec, const float *z,
-                 const float *v, size_t n, int32_t label, float *store, int stream,
-                 double *soft, double *hard, float *grad)
+                 const float *v, size_t n, int32_t label, const kd_fast_row_info *info,
+                 float *store, int stream, double *soft, double *hard, float *grad)
 {
     kd_fast_row_consts c = {0.0f, 0.0f, (float)(1.0 / spec->t), 0.0f, 0.0f, 0, 0,
                             spec->has_teacher, spec->has_label,
@@ -206,11 +198,18 @@ void kd_fast_row(const kd_fast_kernels *k, const kd_row_spec *spec, const float 
     for (int power = 0; power < 4; power++)
         if (spec->t == (double)(1 << power))
             c.squarings = power;
-    k->max(z, c.teacher ? v : NULL, n, &c);
+    kd_fast_row_info found;
+    if (info == NULL) {
+        (void)k->check(z, c.teacher ? v : NULL, n, &found); /* a valid row */
+        info = &found;
+    }
+    c.zmax = info->zmax;
+    c.zties = info->zties;
     if (c.teacher) {
+        c.vmax = info->vmax;
+        c.vties = info->vties;
         c.delta = c.vmax - c.zmax;
-        size_t top = k->find(v, n, c.vmax);
-        c.centre = shifted_ratio(&c, z[top], v[top], 0.0f);
+        c.centre = shifted_ratio(&c, z[info->top], v[info->top], 0.0f);
     }
     kd_fast_row_sums s;
     k->sums(z, v, n, &c, &s, store);

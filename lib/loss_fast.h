@@ -20,6 +20,13 @@ enum {
     KD_FAST_MASK_MISFIT = 16 /* a class the student masks and the teacher keeps */
 };
 
+/* What the check pass finds of one row: the maxima, how often each occurs, and the first
+ * class where the teacher's maximum occurs. */
+typedef struct kd_fast_row_info {
+    float zmax, vmax;
+    size_t zties, vties, top;
+} kd_fast_row_info;
+
 /* What the per-element passes need of one row. s_i = (z_i - zmax) inv_t, u_i = (v_i - vmax)
  * inv_t, a_i = ((v_i - z_i) - delta) inv_t = log q_i - log p_i up to a row constant, and
  * b_i = a_i - centre. */
@@ -67,12 +74,9 @@ typedef struct kd_fast_grad_consts {
 /* One implementation of the per-element passes. */
 typedef struct kd_fast_kernels {
     const char *name;
-    /* KD_FAST_* bits for a row of n student logits z and (v non-NULL) teacher logits v. */
-    unsigned (*check)(const float *z, const float *v, size_t n);
-    /* zmax, zties (and vmax, vties when v is non-NULL) of a row with an unmasked class. */
-    void (*max)(const float *z, const float *v, size_t n, kd_fast_row_consts *c);
-    /* The first index i with x_i == value (which occurs). */
-    size_t (*find)(const float *x, size_t n, float value);
+    /* KD_FAST_* bits for a row of n student logits z and (v non-NULL) teacher logits v; for a
+     * valid row, *info (the teacher's part only when v is non-NULL). */
+    unsigned (*check)(const float *z, const float *v, size_t n, kd_fast_row_info *info);
     /* The sums; fills `store` (3n floats) with the row's exponentials. */
     void (*sums)(const float *z, const float *v, size_t n, const kd_fast_row_consts *c,
                  kd_fast_row_sums *out, float *store);
@@ -108,10 +112,11 @@ float kd_fast_phi(float b);
 float kd_fast_difference(float p, float q, float d);
 
 /* The row's loss (as kd_loss_row) with the given kernels: spec->divergence is KL or
- * cross-entropy; v the teacher's logits (NULL when !spec->has_teacher); store: 3n floats of
- * scratch; stream: the batch is larger than the caches. */
+ * cross-entropy; v the teacher's logits (NULL when !spec->has_teacher); info: the row's check
+ * results, or NULL to find them again; store: 3n floats of scratch; stream: the batch is
+ * larger than the caches. */
 void kd_fast_row(const kd_fast_kernels *k, const kd_row_spec *spec, const float *z,
-                 const float *v, size_t n, int32_t label, float *store, int stream,
-                 double *soft, double *hard, float *grad);
+                 const float *v, size_t n, int32_t label, const kd_fast_row_info *info,
+                 float *store, int stream, double *soft, double *hard, float *grad);
 
 #endif /* KD_LIB_LOSS_FAST_H */

@@ -103,23 +103,66 @@ INLINE __m256 load_stored_tail(const float *x, size_t left)
     return _mm256_maskload_ps(x, tail_mask(left));
 }
 
-static unsigned avx2_check(const float *z, const float *v, size_t n)
+/* Per lane: the running maximum, how often it occurred, and (when `where` is non-NULL) the
+ * first index where it did; `index` holds the lanes' indices. */
+INLINE void max_step(__m256 x, __m256 *max, __m256 *ties, __m256i *where, __m256i index)
 {
-    /* bad: NaN or +INFINITY, i.e. not below +INFINITY; kept: above -INFINITY (and not NaN). */
-    const __m256 inf = SPLAT(INFINITY), ninf = SPLAT(-INFINITY);
+    __m256 above = _mm256_cmp_ps(x, *max, _CMP_GT_OQ);
+    __m256 equal = _mm256_cmp_ps(x, *max, _CMP_EQ_OQ);
+    *ties = _mm256_blendv_ps(_mm256_add_ps(*ties, _mm256_and_ps(equal, SPLAT(1.0f))), SPLAT(1.0f), above);
+    if (where != NULL)
+        *where = _mm256_castps_si256(_mm256_blendv_ps(_mm256_castsi256_ps(*where),
+                                                      _mm256_castsi256_ps(index), above));
+    *max = _mm256_max_ps(*max, x);
+}
+
+/* The row's maximum, its count and its first index, from the lanes'. */
+INLINE float finish_max(__m256 max, __m256 ties, __m256i where, size_t *count, size_t *first)
+{
+    float m = horizontal_max(max), lane_max[8], lane_ties[8];
+    int32_t lane_where[8];
+    _mm256_storeu_ps(lane_max, max);
+    _mm256_storeu_ps(lane_ties, ties);
+    _mm256_storeu_si256((__m256i *)lane_where, where);
+    float total = 0.0f;
+    int32_t best = INT32_MAX;
+    for (int k = 0; k < 8; k++) {
+        if (lane_max[k] != m)
+            continue;
+        total += lane_ties[k];
+        best = lane_where[k] < best ? lane_where[k] : best;
+    }
+    *count = (size_t)total;
+    *first = (size_t)best;
+    return m;
+}
+
+/* One vector of the check: bad (NaN or +INFINITY: not below +INFINITY) and kept (above
+ * -INFINITY) lanes are or-ed into the accumulators. */
+INLINE __m256 check_step(__m256 x, __m256 *bad, __m256 *keep)
+{
+    *bad = _mm256_or_ps(*bad, _mm256_cmp_ps(x, SPLAT(INFINITY), _CMP_NLT_UQ));
+    __m256 kept = _mm256_cmp_ps(x, SPLAT(-INFINITY), _CMP_GT_OQ);
+    *keep = _mm256_or_ps(*keep, kept);
+    return kept;
+}
+
+static unsigned avx2_check(const float *z, const float *v, size_t n, kd_fast_row_info *info)
+{
     __m256 zbad = _mm256_setzero_ps(), zkeep = zbad, vbad = zbad, vkeep = zbad, misfit = zbad;
+    __m256 zmax = SPLAT(-INFINITY), vmax = zmax, zties = zbad, vties = zbad;
+    __m256i index = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7), top = _mm256_setzero_si256();
     for (size_t i = 0; i < n; i += 8) {
         __m256 zi = i + 8 <= n ? _mm256_loadu_ps(z + i) : load_tail(z + i, n - i);
-        zbad = _mm256_or_ps(zbad, _mm256_cmp_ps(zi, inf, _CMP_NLT_UQ));
-        __m256 zkept = _mm256_cmp_ps(zi, ninf, _CMP_GT_OQ);
-        zkeep = _mm256_or_ps(zkeep, zkept);
-        if (v == NULL)
-            continue;
-        __m256 vi = i + 8 <= n ? _mm256_loadu_ps(v + i) : load_tail(v + i, n - i);
-        vbad = _mm256_or_ps(vbad, _mm256_cmp_ps(vi, inf, _CMP_NLT_UQ));
-        __m256 vkept = _mm256_cmp_ps(vi, ninf, _CMP_GT_OQ);
-        vkeep = _mm256_or_ps(vkeep, vkept);
-        misfit = _mm256_or_ps(misfit, _mm256_andnot_ps(zkept, vkept));
+        __m256 zkept = check_step(zi, &zbad, &zkeep);
+        max_step(zi, &zmax, &zties, NULL, index);
+        if (v != NULL) {
+            __m256 vi = i + 8 <= n ? _mm256_loadu_ps(v + i) : load_tail(v + i, n - i);
+            __m256 vkept = check_step(vi, &vbad, &vkeep);
+            misfit = _mm256_or_ps(misfit, _mm256_andnot_ps(zkept, vkept));
+            max_step(vi, &vmax, &vties, &top, index);
+        }
+        index = _mm256_add_epi32(index, _mm256_set1_epi32(8));
     }
     unsigned bits = 0;
     bits |= _mm256_movemask_ps(zbad) ? KD_FAST_STUDENT_NONFINITE : 0u;
@@ -129,57 +172,16 @@ static unsigned avx2_check(const float *z, const float *v, size_t n)
         bits |= _mm256_movemask_ps(vkeep) ? 0u : KD_FAST_TEACHER_MASKED;
         bits |= _mm256_movemask_ps(misfit) ? KD_FAST_MASK_MISFIT : 0u;
     }
-    return bits;
-}
-
-/* Per lane: the running maximum and how often it occurred. */
-INLINE void max_step(__m256 x, __m256 *max, __m256 *ties)
-{
-    __m256 above = _mm256_cmp_ps(x, *max, _CMP_GT_OQ);
-    __m256 equal = _mm256_cmp_ps(x, *max, _CMP_EQ_OQ);
-    *ties = _mm256_blendv_ps(_mm256_add_ps(*ties, _mm256_and_ps(equal, SPLAT(1.0f))), SPLAT(1.0f), above);
-    *max = _mm256_max_ps(*max, x);
-}
-
-/* The row's maximum and its count, from the lanes'. */
-INLINE float finish_max(__m256 max, __m256 ties, size_t *count)
-{
-    float m = horizontal_max(max);
-    float lanes[8];
-    _mm256_storeu_ps(lanes, _mm256_and_ps(_mm256_cmp_ps(max, SPLAT(m), _CMP_EQ_OQ), ties));
-    float total = 0.0f;
-    for (int k = 0; k < 8; k++)
-        total += lanes[k];
-    *count = (size_t)total;
-    return m;
-}
-
-static void avx2_max(const float *z, const float *v, size_t n, kd_fast_row_consts *c)
-{
-    __m256 zm = SPLAT(-INFINITY), vm = zm, zt = _mm256_setzero_ps(), vt = zt;
-    for (size_t i = 0; i < n; i += 8) {
-        int full = i + 8 <= n;
-        max_step(full ? _mm256_loadu_ps(z + i) : load_tail(z + i, n - i), &zm, &zt);
+    if (bits == 0) {
+        size_t unused;
+        info->zmax = finish_max(zmax, zties, top, &info->zties, &unused);
         if (v != NULL)
-            max_step(full ? _mm256_loadu_ps(v + i) : load_tail(v + i, n - i), &vm, &vt);
+            info->vmax = finish_max(vmax, vties, top, &info->vties, &info->top);
+        /* The lanes' int32 indices cannot hold the first maximum of a longer row. */
+        for (size_t i = 0; v != NULL && n > INT32_MAX && v[info->top = i] != info->vmax; i++)
+            continue;
     }
-    c->zmax = finish_max(zm, zt, &c->zties);
-    c->vmax = v != NULL ? finish_max(vm, vt, &c->vties) : 0.0f;
-}
-
-static size_t avx2_find(const float *x, size_t n, float value)
-{
-    const __m256 target = SPLAT(value);
-    size_t i = 0;
-    for (; i + 8 <= n; i += 8) {
-        int hits = _mm256_movemask_ps(_mm256_cmp_ps(_mm256_loadu_ps(x + i), target, _CMP_EQ_OQ));
-        if (hits)
-            return i + (size_t)__builtin_ctz((unsigned)hits);
-    }
-    for (; i < n; i++)
-        if (x[i] == value)
-            return i;
-    return 0;
+    return bits;
 }
 
 /* Double accumulators, two per sum (low and high four lanes). */
@@ -418,7 +420,7 @@ static void avx2_exp(const float *x, size_t n, float *out)
 
 const kd_fast_kernels *kd_fast_avx2(void)
 {
-    static const kd_fast_kernels kernels = {"avx2",    avx2_check, avx2_max, avx2_find,
-                                            avx2_sums, avx2_phi,   avx2_grad, avx2_exp};
+    static const kd_fast_kernels kernels = {"avx2",    avx2_check, avx2_sums,
+                                            avx2_phi,  avx2_grad,  avx2_exp};
     return &kernels;
 }

@@ -9,7 +9,11 @@
 #include "loss_fast.h"
 #include "pool.h"
 
-enum { KD_LOSS_PARAM_COUNT = KD_LOSS_PARAM_THREADS + 1, KD_LOSS_MAX_THREADS = 256 };
+enum {
+    KD_LOSS_PARAM_COUNT = KD_LOSS_PARAM_THREADS + 1,
+    KD_LOSS_MAX_THREADS = 256,
+    KD_LOSS_ROW_INFO_MIN = 4096
+};
 
 struct kd_loss {
     kd_allocator allocator;
@@ -21,6 +25,10 @@ struct kd_loss {
      * general path); `slots` threads are served. */
     double *scratch;
     size_t capacity, slots;
+    /* What the check phase finds of each row, for batches of up to row_info_capacity rows
+     * (max(capacity, KD_LOSS_ROW_INFO_MIN)); larger batches find it again per row. */
+    kd_fast_row_info *row_info;
+    size_t row_info_capacity;
     /* KD_LOSS_VALUE_COUNT doubles per row, for reductions over rows computed on several
      * threads (summed afterwards in row order). */
     double *row_values;

@@ -261,12 +261,48 @@ static void threads_report_the_first_bad_row(void **state)
     free_inputs(&in);
 }
 
+/* A batch with more rows than the handle keeps check findings for (max(classes, 4096)) finds
+ * them again per row: the same results, bit for bit, as the same rows in smaller batches. */
+static void batches_beyond_the_row_findings(void **state)
+{
+    (void)state;
+    enum { rows = 5000, classes = 3, chunk = 1000 };
+    inputs in = make_inputs(rows, classes, 2.0, 123);
+    kd_loss *whole = NULL, *parts = NULL;
+    assert_int_equal(kd_loss_create(&whole, NULL), KD_OK);
+    assert_int_equal(kd_loss_create(&parts, NULL), KD_OK);
+    for (int k = 0; k < 2; k++) {
+        kd_loss *loss = k == 0 ? whole : parts;
+        set(loss, KD_LOSS_PARAM_REDUCTION, KD_REDUCTION_NONE);
+        set(loss, KD_LOSS_PARAM_TEMPERATURE, 2.5);
+        assert_int_equal(kd_loss_reserve(loss, classes), KD_OK);
+    }
+    result all = compute(whole, &in);
+    float *values = xmalloc(rows * KD_LOSS_VALUE_COUNT * sizeof(float));
+    float *grad = xmalloc(rows * classes * sizeof(float));
+    for (size_t r = 0; r < rows; r += chunk)
+        assert_int_equal(kd_loss_compute(parts, in.z + r * classes, classes, in.v + r * classes,
+                                         classes, in.labels + r, chunk, classes,
+                                         values + r * KD_LOSS_VALUE_COUNT, grad + r * classes,
+                                         classes),
+                         KD_OK);
+    assert_memory_equal(all.values, values, rows * KD_LOSS_VALUE_COUNT * sizeof(float));
+    assert_memory_equal(all.grad, grad, rows * classes * sizeof(float));
+    free(grad);
+    free(values);
+    free_result(&all);
+    kd_loss_destroy(parts);
+    kd_loss_destroy(whole);
+    free_inputs(&in);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(portable_and_avx2_agree),
         cmocka_unit_test(threads_are_bit_identical),
         cmocka_unit_test(threads_report_the_first_bad_row),
+        cmocka_unit_test(batches_beyond_the_row_findings),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
