@@ -47,8 +47,8 @@ static void usage(FILE *to)
             "  --alpha A               weight of the soft term, in [0, 1] [0.9]\n"
             "  --learning-rate R       SGD rate of the first epoch (momentum 0.9, x0.95 an epoch) [0.05]\n"
             "  --batch N               mini-batch size [100]\n"
-            "  --input-dropout P       the teacher's dropout rate on its inputs [0.2]\n"
-            "  --hidden-dropout P      the teacher's dropout rate on its hidden units [0.5]\n"
+            "  --input-dropout P       the teacher's dropout rate on its inputs [0.1]\n"
+            "  --hidden-dropout P      the teacher's dropout rate on its hidden units [0.3]\n"
             "  --omit-class K          no example of class K in the transfer set; report class K\n"
             "                          before and after the bias shift chosen on the training data\n"
             "  --transfer-fraction F   distil (and train the baseline) on a fraction F of the data\n"
@@ -88,8 +88,8 @@ static int parse_options(int argc, char **argv, options *o)
                    .alpha = 0.9,
                    .transfer_fraction = 1.0,
                    .learning_rate = 0.05,
-                   .input_dropout = 0.2,
-                   .hidden_dropout = 0.5,
+                   .input_dropout = 0.1,
+                   .hidden_dropout = 0.3,
                    .seed = 1};
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
