@@ -1,6 +1,7 @@
 /* Allocation failures of the entry points that the other tests' walks do not reach (those walk
- * kd_loss_create/reserve/compute in test_loss_handle.c, the model-optimizer-loss-trainer chain
- * and its first step in test_model.c, kd_checkpoint_load in test_checkpoint.c).
+ * kd_loss_create/reserve/compute on one thread in test_loss_handle.c, the model-optimizer-
+ * loss-trainer chain and its first step in test_model.c, kd_checkpoint_load in
+ * test_checkpoint.c).
  *
  * The pattern (libuv's): for n = 1, 2, 3, ... a fresh fixture is built with a counting host
  * allocator, the allocator is told to refuse its n-th allocation from now on, and the operation
@@ -294,6 +295,65 @@ static void host_model_and_optimizer_creates(void **state)
     walk(&s, &f);
 }
 
+/* --- kd_loss_compute starting its worker threads (KD_LOSS_PARAM_THREADS) ------------------ */
+
+enum { POOL_ROWS = 8, POOL_CLASSES = 4096, POOL_N = POOL_ROWS * POOL_CLASSES };
+
+typedef struct pool_fixture {
+    kd_loss *loss;
+    float z[POOL_N], v[POOL_N], grad[POOL_N], values[KD_LOSS_VALUE_COUNT];
+    int32_t labels[POOL_ROWS];
+} pool_fixture;
+
+/* A loss on 3 threads and a batch large enough to be split (32768 elements and more). */
+static void setup_pool(void *p, const kd_allocator *a)
+{
+    pool_fixture *f = p;
+    kd_test_rng rng = {5};
+    for (size_t i = 0; i < POOL_N; i++) {
+        f->z[i] = (float)kd_test_normal(&rng);
+        f->v[i] = (float)kd_test_normal(&rng);
+    }
+    for (size_t r = 0; r < POOL_ROWS; r++)
+        f->labels[r] = (int32_t)(r * 7);
+    assert_int_equal(kd_loss_create(&f->loss, a), KD_OK);
+    assert_int_equal(kd_loss_set(f->loss, KD_LOSS_PARAM_THREADS, 3.0), KD_OK);
+    kd_test_fill_sentinel(f->grad, POOL_N);
+    kd_test_fill_sentinel(f->values, KD_LOSS_VALUE_COUNT);
+}
+
+static kd_status compute_on_threads(void *p)
+{
+    pool_fixture *f = p;
+    return kd_loss_compute(f->loss, f->z, POOL_CLASSES, f->v, POOL_CLASSES, f->labels, POOL_ROWS,
+                           POOL_CLASSES, f->values, f->grad, POOL_CLASSES);
+}
+
+static void outputs_untouched_then_computed(void *p)
+{
+    pool_fixture *f = p;
+    assert_true(kd_test_is_sentinel(f->grad, POOL_N));
+    assert_true(kd_test_is_sentinel(f->values, KD_LOSS_VALUE_COUNT));
+    assert_int_equal(compute_on_threads(f), KD_OK);
+    assert_true(f->values[KD_LOSS_VALUE_TOTAL] > 0.0f);
+}
+
+static void teardown_pool(void *p)
+{
+    pool_fixture *f = p;
+    kd_loss_destroy(f->loss);
+    f->loss = NULL;
+}
+
+static void loss_worker_threads(void **state)
+{
+    (void)state;
+    static pool_fixture f;
+    const scenario s = {"kd_loss_compute on 3 threads", setup_pool, compute_on_threads,
+                        outputs_untouched_then_computed, teardown_pool};
+    walk(&s, &f);
+}
+
 /* --- kd_checkpoint_save's temporary name ----------------------------------------------------- */
 
 static size_t temporary_files(const char *dir)
@@ -376,6 +436,7 @@ int main(void)
         cmocka_unit_test(trainer_reserve),
         cmocka_unit_test(host_model_and_optimizer_creates),
         cmocka_unit_test(checkpoint_save_temporary_name),
+        cmocka_unit_test(loss_worker_threads),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
