@@ -142,21 +142,19 @@ static void check_rows(void *context, size_t index, size_t threads)
     job *j = context;
     size_t first, last;
     share(j->b->rows, index, threads, &first, &last);
-    j->counted[index] = 0;
-    j->status[index] = KD_OK;
-    for (size_t r = first; r < last; r++) {
+    size_t counted = 0; /* kept locally: the threads' slots share cache lines */
+    kd_status status = KD_OK;
+    for (size_t r = first; r < last && status == KD_OK; r++) {
         if (ignored(j->loss, j->b, r))
             continue;
         kd_fast_row_info unused;
-        kd_status status = !j->fast       ? check_row(j->loss, j->b, r)
-                           : j->info != NULL ? check_fast_row(j->loss, j->b, r, &j->info[r])
-                                             : check_fast_row(j->loss, j->b, r, &unused);
-        if (status != KD_OK) {
-            j->status[index] = status;
-            return;
-        }
-        j->counted[index]++;
+        status = !j->fast          ? check_row(j->loss, j->b, r)
+                 : j->info != NULL ? check_fast_row(j->loss, j->b, r, &j->info[r])
+                                   : check_fast_row(j->loss, j->b, r, &unused);
+        counted += status == KD_OK;
     }
+    j->counted[index] = counted;
+    j->status[index] = status;
 }
 
 /* The loss of row r (not ignored) into part[], and its gradient. */
