@@ -1,7 +1,8 @@
 /* Edge cases that the coverage report (docs/reliability.md) found no other test exercising:
  * trainer outputs and overflowing batches, overflowing optimizer and batch-buffer sizes, a
- * checkpoint saved under a relative name, and ensembles whose members mask different classes
- * or have weight 0. Each checks the documented result, not only that the line runs. */
+ * checkpoint saved under a relative name, ensembles whose members mask different classes or
+ * have weight 0 and ensemble argument errors, and rejections and threads on a batch large
+ * enough for the fused kernels. Each checks the documented result, not only that it runs. */
 #define _POSIX_C_SOURCE 200809L
 
 #include <setjmp.h>
@@ -216,6 +217,85 @@ static void ensembles_with_masks_and_zero_weights(void **state)
     kd_loss_destroy(loss);
 }
 
+/* kd_loss_compute_ensemble's argument checks: no members, a NULL member, a negative weight. */
+static void ensemble_argument_errors(void **state)
+{
+    (void)state;
+    enum { C = 2 };
+    const float z[C] = {0.0f, 1.0f}, v[C] = {1.0f, 0.0f};
+    const float *members[2] = {v, NULL};
+    const float bad_weights[1] = {-1.0f};
+    kd_loss *loss = NULL;
+    assert_int_equal(kd_loss_create(&loss, NULL), KD_OK);
+    assert_int_equal(kd_loss_set(loss, KD_LOSS_PARAM_ALPHA, 1.0), KD_OK);
+    float values[KD_LOSS_VALUE_COUNT];
+    kd_test_fill_sentinel(values, KD_LOSS_VALUE_COUNT);
+    assert_int_equal(kd_loss_compute_ensemble(loss, z, C, members, 0, NULL, C, NULL, 1, C, values, NULL, C),
+                     KD_ERROR_ZERO_SIZE);
+    assert_int_equal(kd_loss_compute_ensemble(loss, z, C, members, 2, NULL, C, NULL, 1, C, values, NULL, C),
+                     KD_ERROR_NULL_POINTER);
+    assert_int_equal(kd_loss_compute_ensemble(loss, z, C, members, 1, bad_weights, C, NULL, 1, C, values,
+                                              NULL, C),
+                     KD_ERROR_INVALID_ARGUMENT);
+    assert_true(kd_test_is_sentinel(values, KD_LOSS_VALUE_COUNT));
+    kd_loss_destroy(loss);
+}
+
+/* A batch large enough for the fused kernels and the worker threads (2 rows of 16384 classes):
+ * more threads than rows gives the one-thread bits; a NaN or +INFINITY logit of the student or
+ * the teacher, or a class the student masks and the teacher keeps, is refused with the outputs
+ * untouched. */
+static void large_batch_rejections_and_threads(void **state)
+{
+    (void)state;
+    enum { ROWS = 2, C = 16384, N = ROWS * C };
+    float *z = malloc(N * sizeof *z), *v = malloc(N * sizeof *v), *g1 = malloc(N * sizeof *g1),
+          *g3 = malloc(N * sizeof *g3);
+    assert_true(z && v && g1 && g3);
+    kd_test_rng rng = {16};
+    for (size_t i = 0; i < N; i++) {
+        z[i] = (float)kd_test_normal(&rng);
+        v[i] = (float)kd_test_normal(&rng);
+    }
+    const int32_t labels[ROWS] = {3, 9000};
+    kd_loss *loss = NULL;
+    assert_int_equal(kd_loss_create(&loss, NULL), KD_OK);
+    float values1[KD_LOSS_VALUE_COUNT], values3[KD_LOSS_VALUE_COUNT];
+    assert_int_equal(kd_loss_compute(loss, z, C, v, C, labels, ROWS, C, values1, g1, C), KD_OK);
+    assert_int_equal(kd_loss_set(loss, KD_LOSS_PARAM_THREADS, 3.0), KD_OK);
+    assert_int_equal(kd_loss_compute(loss, z, C, v, C, labels, ROWS, C, values3, g3, C), KD_OK);
+    assert_memory_equal(values1, values3, sizeof values1);
+    assert_memory_equal(g1, g3, N * sizeof *g1);
+
+    struct {
+        float *array;
+        size_t index;
+        float value;
+        kd_status want;
+    } cases[] = {
+        {z, C + 77, NAN, KD_ERROR_NONFINITE_INPUT},
+        {z, 5, INFINITY, KD_ERROR_NONFINITE_INPUT},
+        {v, C + 100, NAN, KD_ERROR_NONFINITE_INPUT},
+        {v, 6, INFINITY, KD_ERROR_NONFINITE_INPUT},
+        {z, C + 4000, -INFINITY, KD_ERROR_SHAPE_MISMATCH}, /* the teacher keeps that class */
+    };
+    for (size_t k = 0; k < sizeof cases / sizeof cases[0]; k++) {
+        const float saved = cases[k].array[cases[k].index];
+        cases[k].array[cases[k].index] = cases[k].value;
+        kd_test_fill_sentinel(g3, N);
+        kd_test_fill_sentinel(values3, KD_LOSS_VALUE_COUNT);
+        assert_int_equal(kd_loss_compute(loss, z, C, v, C, labels, ROWS, C, values3, g3, C),
+                         cases[k].want);
+        assert_true(kd_test_is_sentinel(g3, N) && kd_test_is_sentinel(values3, KD_LOSS_VALUE_COUNT));
+        cases[k].array[cases[k].index] = saved;
+    }
+    kd_loss_destroy(loss);
+    free(g3);
+    free(g1);
+    free(v);
+    free(z);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -223,6 +303,8 @@ int main(void)
         cmocka_unit_test(overflowing_state_and_buffers),
         cmocka_unit_test(checkpoint_relative_name),
         cmocka_unit_test(ensembles_with_masks_and_zero_weights),
+        cmocka_unit_test(ensemble_argument_errors),
+        cmocka_unit_test(large_batch_rejections_and_threads),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
