@@ -217,7 +217,8 @@ static void ensembles_with_masks_and_zero_weights(void **state)
     kd_loss_destroy(loss);
 }
 
-/* kd_loss_compute_ensemble's argument checks: no members, a NULL member, a negative weight. */
+/* kd_loss_compute_ensemble's argument checks: no members, a NULL member, a negative weight, a
+ * NaN student logit; and kd_loss_reserve's scratch for 256 threads beyond any allocation. */
 static void ensemble_argument_errors(void **state)
 {
     (void)state;
@@ -237,7 +238,15 @@ static void ensemble_argument_errors(void **state)
     assert_int_equal(kd_loss_compute_ensemble(loss, z, C, members, 1, bad_weights, C, NULL, 1, C, values,
                                               NULL, C),
                      KD_ERROR_INVALID_ARGUMENT);
+    /* The student's rows are checked on the ensemble path too. */
+    const float nan_row[C] = {NAN, 0.0f};
+    assert_int_equal(kd_loss_compute_ensemble(loss, nan_row, C, members, 1, NULL, C, NULL, 1, C, values,
+                                              NULL, C),
+                     KD_ERROR_NONFINITE_INPUT);
     assert_true(kd_test_is_sentinel(values, KD_LOSS_VALUE_COUNT));
+    /* Scratch for 256 threads' rows of SIZE_MAX / 64 classes cannot be allocated. */
+    assert_int_equal(kd_loss_set(loss, KD_LOSS_PARAM_THREADS, 256.0), KD_OK);
+    assert_int_equal(kd_loss_reserve(loss, SIZE_MAX / 64), KD_ERROR_OUT_OF_MEMORY);
     kd_loss_destroy(loss);
 }
 
