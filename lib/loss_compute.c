@@ -165,11 +165,16 @@ static void compute_row(const job *j, size_t r, size_t index, double *part, floa
     const float *z = b->student + r * b->student_stride;
     const int32_t label = b->labels == NULL ? 0 : b->labels[r];
     double *teacher = loss->scratch + 2 * index * loss->capacity, *work = teacher + loss->capacity;
-    if (j->fast) {
+    kd_fast_row_info found;
+    const kd_fast_row_info *info = j->info == NULL ? NULL : &j->info[r];
+    if (j->fast && info == NULL) {
+        (void)loss->kernels->check(z, teacher_row(b, r), b->classes, &found); /* a valid row */
+        info = &found;
+    }
+    if (j->fast && kd_fast_row_fits(info, j->spec.t)) {
         /* The thread's two scratch rows of doubles hold the kernels' 3 rows of floats. */
-        kd_fast_row(loss->kernels, &j->spec, z, teacher_row(b, r), b->classes, label,
-                    j->info == NULL ? NULL : &j->info[r], (float *)teacher, j->stream,
-                    &part[KD_LOSS_VALUE_SOFT],
+        kd_fast_row(loss->kernels, &j->spec, z, teacher_row(b, r), b->classes, label, info,
+                    (float *)teacher, j->stream, &part[KD_LOSS_VALUE_SOFT],
                     &part[KD_LOSS_VALUE_HARD], grad);
     } else {
         double log_norm = 0.0;

@@ -82,8 +82,20 @@ static unsigned portable_check(const float *z, const float *v, size_t n, kd_fast
         info->zmax = max_and_ties(z, n, &info->zties, &unused);
         if (v != NULL)
             info->vmax = max_and_ties(v, n, &info->vties, &info->top);
+        info->absmax = 0.0f;
+        for (size_t i = 0; i < n; i++) {
+            if (z[i] != -INFINITY)
+                info->absmax = fmaxf(info->absmax, fabsf(z[i]));
+            if (v != NULL && v[i] != -INFINITY)
+                info->absmax = fmaxf(info->absmax, fabsf(v[i]));
+        }
     }
     return bits;
+}
+
+int kd_fast_row_fits(const kd_fast_row_info *info, double t)
+{
+    return (double)info->absmax <= 0x1p64 * fmin(t, 1.0);
 }
 
 /* b_i of the row: a_i - centre. */
@@ -198,11 +210,6 @@ void kd_fast_row(const kd_fast_kernels *k, const kd_row_spec *spec, const float 
     for (int power = 0; power < 4; power++)
         if (spec->t == (double)(1 << power))
             c.squarings = power;
-    kd_fast_row_info found;
-    if (info == NULL) {
-        (void)k->check(z, c.teacher ? v : NULL, n, &found); /* a valid row */
-        info = &found;
-    }
     c.zmax = info->zmax;
     c.zties = info->zties;
     if (c.teacher) {

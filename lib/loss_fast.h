@@ -25,7 +25,14 @@ enum {
 typedef struct kd_fast_row_info {
     float zmax, vmax;
     size_t zties, vties, top;
+    float absmax; /* the largest |x| over the unmasked logits of both rows */
 } kd_fast_row_info;
+
+/* Whether the float kernels can represent a row at temperature t: every unmasked logit,
+ * divided by t, within 2^64 of 0, so that differences of logits and of shifted logits stay
+ * far from float overflow. Other rows (logits near FLT_MAX, or huge against t) take the
+ * double-precision path. */
+int kd_fast_row_fits(const kd_fast_row_info *info, double t);
 
 /* What the per-element passes need of one row. s_i = (z_i - zmax) inv_t, u_i = (v_i - vmax)
  * inv_t, a_i = ((v_i - z_i) - delta) inv_t = log q_i - log p_i up to a row constant, and
@@ -113,8 +120,8 @@ float kd_fast_difference(float p, float q, float d);
 
 /* The row's loss (as kd_loss_row) with the given kernels: spec->divergence is KL or
  * cross-entropy; v the teacher's logits (NULL when !spec->has_teacher); info: the row's check
- * results, or NULL to find them again; store: 3n floats of scratch; stream: the batch is
- * larger than the caches. */
+ * results, for which kd_fast_row_fits() holds; store: 3n floats of scratch; stream: the batch
+ * is larger than the caches. */
 void kd_fast_row(const kd_fast_kernels *k, const kd_row_spec *spec, const float *z,
                  const float *v, size_t n, int32_t label, const kd_fast_row_info *info,
                  float *store, int stream, double *soft, double *hard, float *grad);

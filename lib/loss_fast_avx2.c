@@ -150,16 +150,18 @@ INLINE __m256 check_step(__m256 x, __m256 *bad, __m256 *keep)
 static unsigned avx2_check(const float *z, const float *v, size_t n, kd_fast_row_info *info)
 {
     __m256 zbad = _mm256_setzero_ps(), zkeep = zbad, vbad = zbad, vkeep = zbad, misfit = zbad;
-    __m256 zmax = SPLAT(-INFINITY), vmax = zmax, zties = zbad, vties = zbad;
+    __m256 zmax = SPLAT(-INFINITY), vmax = zmax, zties = zbad, vties = zbad, absmax = zbad;
     __m256i index = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7), top = _mm256_setzero_si256();
     for (size_t i = 0; i < n; i += 8) {
         __m256 zi = i + 8 <= n ? _mm256_loadu_ps(z + i) : load_tail(z + i, n - i);
         __m256 zkept = check_step(zi, &zbad, &zkeep);
         max_step(zi, &zmax, &zties, NULL, index);
+        absmax = _mm256_max_ps(absmax, _mm256_and_ps(_mm256_andnot_ps(SPLAT(-0.0f), zi), zkept));
         if (v != NULL) {
             __m256 vi = i + 8 <= n ? _mm256_loadu_ps(v + i) : load_tail(v + i, n - i);
             __m256 vkept = check_step(vi, &vbad, &vkeep);
             misfit = _mm256_or_ps(misfit, _mm256_andnot_ps(zkept, vkept));
+            absmax = _mm256_max_ps(absmax, _mm256_and_ps(_mm256_andnot_ps(SPLAT(-0.0f), vi), vkept));
             max_step(vi, &vmax, &vties, &top, index);
         }
         index = _mm256_add_epi32(index, _mm256_set1_epi32(8));
@@ -175,6 +177,7 @@ static unsigned avx2_check(const float *z, const float *v, size_t n, kd_fast_row
     if (bits == 0) {
         size_t unused;
         info->zmax = finish_max(zmax, zties, top, &info->zties, &unused);
+        info->absmax = horizontal_max(absmax);
         if (v != NULL)
             info->vmax = finish_max(vmax, vties, top, &info->vties, &info->top);
         /* The lanes' int32 indices cannot hold the first maximum of a longer row. */

@@ -1827,6 +1827,37 @@ static void strided_equals_packed(void **state)
     kd_loss_destroy(loss);
 }
 
+/* Logits near FLT_MAX, or huge against T, are outside what float kernels can difference:
+ * such rows must still get the exact loss and gradient (found by the loss fuzzer). */
+static void huge_logits_keep_exact_gradients(void **state)
+{
+    (void)state;
+    kd_loss *loss;
+    assert_int_equal(kd_loss_create(&loss, NULL), KD_OK);
+    assert_int_equal(kd_loss_set(loss, KD_LOSS_PARAM_ALPHA, 1.0), KD_OK);
+    const float tiny = 0x1p-149f;
+    const float z1[5] = {FLT_MAX, tiny, tiny, tiny, tiny};
+    const float v1[5] = {2.125f, 5.5f, -4.6875f, 5.875f, -2.625f};
+    const float z2[2] = {-1000.0f, -0.0625f}, v2[2] = {FLT_MAX, -5.0f};
+    float values[KD_LOSS_VALUE_COUNT], g[5];
+
+    /* Student one-hot on class 0: the gradient is p - q = onehot - softmax(v). */
+    assert_int_equal(kd_loss_compute(loss, z1, 5, v1, 5, NULL, 1, 5, values, g, 5), KD_OK);
+    double vmax = 5.875, sum = 0.0;
+    for (int i = 0; i < 5; i++)
+        sum += exp((double)v1[i] - vmax);
+    for (int i = 0; i < 5; i++) {
+        double want = (i == 0 ? 1.0 : 0.0) - exp((double)v1[i] - vmax) / sum;
+        if (fabs((double)g[i] - want) > 1e-6)
+            fail_msg("class %d: gradient %g, want %g", i, (double)g[i], want);
+    }
+    /* Teacher one-hot on class 0, where the student has e^-999.9375: KL = 999.9375. */
+    assert_int_equal(kd_loss_compute(loss, z2, 2, v2, 2, NULL, 1, 2, values, g, 2), KD_OK);
+    assert_true(fabs(values[KD_LOSS_VALUE_SOFT] - 999.9375) <= 1e-5 * 999.9375);
+    assert_true(g[0] == -1.0f && g[1] == 1.0f);
+    kd_loss_destroy(loss);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -1849,6 +1880,7 @@ int main(void)
         cmocka_unit_test_setup(ignored_rows_are_not_read, reset_mismatches),
         cmocka_unit_test_setup(gradient_may_alias_student_logits, reset_mismatches),
         cmocka_unit_test_setup(strided_equals_packed, reset_mismatches),
+        cmocka_unit_test(huge_logits_keep_exact_gradients),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
