@@ -827,6 +827,10 @@ static void fuzz_loss(fuzz_stream *s, int ensemble)
     const uint8_t outputs = fuzz_u8(s);
     float *v = outputs % 4 == 0 ? NULL : values, *g = (outputs >> 2) % 4 == 0 ? NULL : grad;
     const size_t grad_stride = c.sh.out_stride;
+    /* A stride counts only for a matrix that is passed: the teacher's, the gradient's. */
+    c.sh.narrow = c.sh.in_stride < c.sh.classes
+                  || (c.teacher != NULL && c.teacher_stride < c.sh.classes)
+                  || (g != NULL && grad_stride < c.sh.classes);
     kd_test_fill_sentinel(values, VALUES);
     kd_test_fill_sentinel(grad, BUFFER);
     const members *mp = ensemble && !no_teacher ? &m : NULL;
