@@ -24,7 +24,7 @@ extern void openblas_set_num_threads(int threads) __attribute__((weak));
 
 typedef struct options {
     const char *data, *json, *teacher_file, *save_dir;
-    int teacher_epochs, epochs, threads, quick, quiet, omit_class, ensemble;
+    int teacher_epochs, epochs, threads, quick, quiet, omit_class, ensemble, jitter;
     size_t teacher_hidden, hidden, batch;
     double temperature, alpha, transfer_fraction, learning_rate;
     double input_dropout, hidden_dropout; /* the teacher's */
@@ -39,7 +39,7 @@ static void usage(FILE *to)
             "on hard labels (784-800-800-10) and the same small net distilled from the teacher's\n"
             "soft targets, then prints their test errors (Hinton et al. 2015, section 3).\n\n"
             "  --data DIR              IDX files (plain or .gz) [" DEFAULT_DATA "]\n"
-            "  --epochs N              epochs of the small nets [20]\n"
+            "  --epochs N              epochs of the small nets [15]\n"
             "  --teacher-epochs N      epochs of the teacher [same as --epochs]\n"
             "  --hidden N              units per hidden layer of the small nets [800]\n"
             "  --teacher-hidden N      units per hidden layer of the teacher [1200]\n"
@@ -49,6 +49,7 @@ static void usage(FILE *to)
             "  --batch N               mini-batch size [100]\n"
             "  --input-dropout P       the teacher's dropout rate on its inputs [0.1]\n"
             "  --hidden-dropout P      the teacher's dropout rate on its hidden units [0.3]\n"
+            "  --jitter N              the teacher's inputs shift by up to N pixels [2]\n"
             "  --omit-class K          no example of class K in the transfer set; report class K\n"
             "                          before and after the bias shift chosen on the training data\n"
             "  --transfer-fraction F   distil (and train the baseline) on a fraction F of the data\n"
@@ -78,7 +79,7 @@ static int parse_options(int argc, char **argv, options *o)
 {
     *o = (options){.data = DEFAULT_DATA,
                    .teacher_epochs = -1,
-                   .epochs = 20,
+                   .epochs = 15,
                    .omit_class = -1,
                    .ensemble = 1,
                    .teacher_hidden = 1200,
@@ -90,6 +91,7 @@ static int parse_options(int argc, char **argv, options *o)
                    .learning_rate = 0.05,
                    .input_dropout = 0.1,
                    .hidden_dropout = 0.3,
+                   .jitter = 2,
                    .seed = 1};
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
@@ -127,6 +129,7 @@ static int parse_options(int argc, char **argv, options *o)
         NUMBER("--learning-rate", 0, 10, o->learning_rate = x)
         NUMBER("--batch", 1, 60000, o->batch = (size_t)x)
         NUMBER("--input-dropout", 0, 0.9, o->input_dropout = x)
+        NUMBER("--jitter", 0, 8, o->jitter = (int)x)
         NUMBER("--hidden-dropout", 0, 0.9, o->hidden_dropout = x)
         NUMBER("--omit-class", 0, 9, o->omit_class = (int)x)
         NUMBER("--transfer-fraction", 1e-4, 1, o->transfer_fraction = x)
@@ -204,7 +207,9 @@ static kd_status teacher_network(const options *o, int member, const dataset *tr
     c.input_dropout = o->input_dropout;
     c.hidden_dropout = o->hidden_dropout;
     c.max_norm = 3.5;
-    c.jitter = 2;
+    c.jitter = o->jitter;
+    /* The last quarter of the epochs (at least one) sees the images as the test set does. */
+    c.jitter_epochs = o->teacher_epochs - (o->teacher_epochs + 3) / 4;
     kd_status s = train_network(&c, train, model, seconds);
     if (s == KD_OK && path[0] != '\0')
         s = kd_checkpoint_save(*model, NULL, path);

@@ -90,7 +90,8 @@ kd_status train_network(const train_config *c, const dataset *train, kd_model **
         for (size_t b = 0; b < batches && s == KD_OK; b++) {
             const size_t *index = r.order + b * c->batch;
             size_t n = train->count - b * c->batch < c->batch ? train->count - b * c->batch : c->batch;
-            dataset_batch(train, index, n, c->jitter, &rng, r.inputs, r.labels);
+            dataset_batch(train, index, n, epoch <= c->jitter_epochs ? c->jitter : 0, &rng, r.inputs,
+                          r.labels);
             if (c->teacher != NULL)
                 for (size_t i = 0; i < n; i++)
                     for (int k = 0; k < CLASS_COUNT; k++)

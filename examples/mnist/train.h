@@ -19,6 +19,7 @@ typedef struct train_config {
     double momentum;
     double input_dropout, hidden_dropout, max_norm;
     int jitter;               /* pixels */
+    int jitter_epochs;        /* the first this many epochs are jittered; the rest are not */
     uint64_t seed;
     /* Distillation: NULL for hard labels only. Else one row of CLASS_COUNT per example of the
      * training set: teacher logits, or soft targets already at the temperature. */
