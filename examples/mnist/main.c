@@ -8,6 +8,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include <kd.h>
 
@@ -442,8 +443,30 @@ static kd_status report_omitted_class(const options *o, const dataset *train, co
     return KD_OK;
 }
 
+/* Debian's OpenBLAS 0.3.21 does not recognise some recent x86-64 processors (e.g. Sapphire
+ * Rapids under KVM) and falls back to its SSE3 "Prescott" kernels, several times slower than
+ * the AVX2 ones those processors run. OpenBLAS picks its kernels when it is loaded, before
+ * main(), from OPENBLAS_CORETYPE: when that is unset and the CPU has AVX2 and FMA, run again
+ * with OPENBLAS_CORETYPE=Haswell (the AVX2 + FMA kernels). A value the user set is kept. */
+static void prefer_avx2_blas(char **argv)
+{
+#if defined(__x86_64__) && defined(__GNUC__)
+    if (getenv("OPENBLAS_CORETYPE") != NULL || getenv("KD_MNIST_NO_REEXEC") != NULL)
+        return;
+    __builtin_cpu_init();
+    if (!__builtin_cpu_supports("avx2") || !__builtin_cpu_supports("fma"))
+        return;
+    if (setenv("OPENBLAS_CORETYPE", "Haswell", 1) == 0 && setenv("KD_MNIST_NO_REEXEC", "1", 1) == 0)
+        execv("/proc/self/exe", argv);
+    /* exec failed: carry on with the kernels OpenBLAS chose */
+#else
+    (void)argv;
+#endif
+}
+
 int main(int argc, char **argv)
 {
+    prefer_avx2_blas(argv);
     options o;
     if (parse_options(argc, argv, &o) != 0)
         return 2;
