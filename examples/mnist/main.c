@@ -27,7 +27,7 @@ typedef struct options {
     const char *data, *json, *teacher_file, *save_dir;
     int teacher_epochs, epochs, threads, quick, quiet, omit_class, ensemble, jitter;
     size_t teacher_hidden, hidden, batch;
-    double temperature, alpha, transfer_fraction, learning_rate;
+    double temperature, alpha, transfer_fraction, learning_rate, teacher_learning_rate;
     double input_dropout, hidden_dropout; /* the teacher's */
     uint64_t seed;
 } options;
@@ -46,7 +46,9 @@ static void usage(FILE *to)
             "  --teacher-hidden N      units per hidden layer of the teacher [1200]\n"
             "  --temperature T         distillation temperature [20]\n"
             "  --alpha A               weight of the soft term, in [0, 1] [0.9]\n"
-            "  --learning-rate R       SGD rate of the first epoch (momentum 0.9, x0.95 an epoch) [0.05]\n"
+            "  --learning-rate R       the small nets' SGD rate of the first epoch (momentum 0.9,\n"
+            "                          x0.95 an epoch) [0.02]\n"
+            "  --teacher-learning-rate R   the teacher's [0.05]\n"
             "  --batch N               mini-batch size [100]\n"
             "  --input-dropout P       the teacher's dropout rate on its inputs [0.1]\n"
             "  --hidden-dropout P      the teacher's dropout rate on its hidden units [0.3]\n"
@@ -89,7 +91,8 @@ static int parse_options(int argc, char **argv, options *o)
                    .temperature = 20.0,
                    .alpha = 0.9,
                    .transfer_fraction = 1.0,
-                   .learning_rate = 0.05,
+                   .learning_rate = 0.02,
+                   .teacher_learning_rate = 0.05,
                    .input_dropout = 0.1,
                    .hidden_dropout = 0.3,
                    .jitter = 2,
@@ -128,6 +131,7 @@ static int parse_options(int argc, char **argv, options *o)
         NUMBER("--temperature", 1e-3, 1e4, o->temperature = x)
         NUMBER("--alpha", 0, 1, o->alpha = x)
         NUMBER("--learning-rate", 0, 10, o->learning_rate = x)
+        NUMBER("--teacher-learning-rate", 0, 10, o->teacher_learning_rate = x)
         NUMBER("--batch", 1, 60000, o->batch = (size_t)x)
         NUMBER("--input-dropout", 0, 0.9, o->input_dropout = x)
         NUMBER("--jitter", 0, 8, o->jitter = (int)x)
@@ -207,6 +211,7 @@ static kd_status teacher_network(const options *o, int member, const dataset *tr
     snprintf(name, sizeof name, o->ensemble > 1 ? "teacher %d" : "teacher", member);
     train_config c = base_config(o, name, o->teacher_hidden, o->teacher_epochs,
                                  o->seed + 1000u * (uint64_t)member);
+    c.learning_rate = o->teacher_learning_rate;
     c.input_dropout = o->input_dropout;
     c.hidden_dropout = o->hidden_dropout;
     c.max_norm = 3.5;
