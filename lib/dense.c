@@ -2,6 +2,7 @@
  * initialisation, all matrix products through CBLAS. SPDX-License-Identifier: MIT */
 #include <cblas.h>
 #include <math.h>
+#include <stdint.h>
 #include <string.h>
 
 #include "alloc.h"
@@ -97,13 +98,18 @@ kd_status kd_dense_reserve(kd_model *model, size_t rows)
 }
 
 /* Inverted dropout in place: each value is kept with probability 1 - rate and scaled by
- * 1 / (1 - rate), so expectations match inference. */
+ * 1 / (1 - rate), so expectations match inference. Each 64-bit draw decides four values, 16
+ * bits each: a value is dropped when its bits fall below rate * 2^16 (rounded). */
 static void dropout(kd_rng *rng, float *x, size_t n, double rate)
 {
     const float scale = (float)(1.0 / (1.0 - rate));
-    const float threshold = (float)rate;
-    for (size_t i = 0; i < n; i++)
-        x[i] = kd_rng_uniform(rng) < threshold ? 0.0f : x[i] * scale;
+    const uint32_t threshold = (uint32_t)lround(rate * 65536.0);
+    size_t i = 0;
+    while (i < n) {
+        uint64_t bits = kd_rng_next(rng);
+        for (int k = 0; k < 4 && i < n; k++, i++, bits >>= 16)
+            x[i] = (uint32_t)(bits & 0xFFFFu) < threshold ? 0.0f : x[i] * scale;
+    }
 }
 
 /* out (rows x widths[l]) = in (rows x widths[l-1]) W_l^T + b_l. */
@@ -168,57 +174,65 @@ kd_status kd_dense_forward(kd_model *model, const float *inputs, size_t rows, kd
     return KD_OK;
 }
 
-void kd_dense_backward(kd_model *model, const float *grad_logits, size_t rows)
+/* Rescales each unit's incoming weights of layer l (n_out rows of n_in at w) to the max-norm. */
+static void constrain_layer(const kd_dense *d, size_t l, float *w)
+{
+    const double max_norm = d->param[KD_MODEL_PARAM_MAX_NORM];
+    const size_t n_in = d->widths[l - 1], n_out = d->widths[l];
+    for (size_t j = 0; j < n_out; j++, w += n_in) {
+        const double norm2 = cblas_sdot((int)n_in, w, 1, w, 1);
+        if (norm2 > max_norm * max_norm)
+            cblas_sscal((int)n_in, (float)(max_norm / sqrt(norm2)), w, 1);
+    }
+}
+
+void kd_dense_backward(kd_model *model, const float *grad_logits, size_t rows,
+                       const kd_dense_sink *sink)
 {
     kd_dense *d = &model->dense;
     const float *g = grad_logits;
     for (size_t l = layers(d); l >= 1; l--) {
         const size_t n_in = d->widths[l - 1], n_out = d->widths[l];
         const size_t offset = weight_offset(d, l);
-        const float *w = d->parameters + offset;
-        float *dw = d->gradients + offset;
+        float *w = d->parameters + offset;
+        float *dw = sink->target + offset;
         float *db = dw + n_out * n_in;
         const float *a = d->activation[l - 1];
-        /* dW += G^T A,  db += G^T 1 */
-        cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, (int)n_out, (int)n_in, (int)rows, 1.0f,
-                    g, (int)n_out, a, (int)n_in, 1.0f, dw, (int)n_in);
-        cblas_sgemv(CblasRowMajor, CblasTrans, (int)rows, (int)n_out, 1.0f, g, (int)n_out, d->ones,
-                    1, 1.0f, db, 1);
-        if (l == 1)
-            break;
-        /* The previous layer's delta: (G W) through ReLU and dropout. A unit's activation is
-         * positive exactly when it was active and kept; its derivative is then the dropout
-         * scale. */
-        float *delta = d->delta[l % 2];
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)rows, (int)n_in, (int)n_out,
-                    1.0f, g, (int)n_out, w, (int)n_in, 0.0f, delta, (int)n_in);
-        const size_t n = rows * n_in;
-        const float scale = d->hidden_scale;
-        for (size_t i = 0; i < n; i++)
-            delta[i] = a[i] > 0.0f ? delta[i] * scale : 0.0f;
-        g = delta;
+        const float *g_layer = g;
+        if (l > 1) {
+            /* The previous layer's delta, (G W) through ReLU and dropout, from the weights
+             * before any update. A unit's activation is positive exactly when it was active
+             * and kept; its derivative is then the dropout scale. */
+            float *delta = d->delta[l % 2];
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)rows, (int)n_in,
+                        (int)n_out, 1.0f, g, (int)n_out, w, (int)n_in, 0.0f, delta, (int)n_in);
+            const size_t n = rows * n_in;
+            const float scale = d->hidden_scale;
+            for (size_t i = 0; i < n; i++)
+                delta[i] = a[i] > 0.0f ? delta[i] * scale : 0.0f;
+            g = delta;
+        }
+        /* dW = beta dW + G^T A,  db = beta db + G^T 1 */
+        cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, (int)n_out, (int)n_in, (int)rows,
+                    1.0f, g_layer, (int)n_out, a, (int)n_in, sink->beta, dw, (int)n_in);
+        cblas_sgemv(CblasRowMajor, CblasTrans, (int)rows, (int)n_out, 1.0f, g_layer, (int)n_out,
+                    d->ones, 1, sink->beta, db, 1);
+        if (sink->step == 0.0f)
+            continue;
+        const int layer_size = (int)(n_out * (n_in + 1));
+        if (sink->decay != 0.0f)
+            cblas_saxpy(layer_size, sink->decay, w, 1, dw, 1);
+        cblas_saxpy(layer_size, -sink->step, dw, 1, w, 1);
+        if (d->param[KD_MODEL_PARAM_MAX_NORM] > 0.0)
+            constrain_layer(d, l, w);
     }
 }
 
 void kd_dense_constrain(kd_model *model)
 {
     kd_dense *d = &model->dense;
-    const double max_norm = d->param[KD_MODEL_PARAM_MAX_NORM];
-    if (max_norm <= 0.0)
+    if (d->param[KD_MODEL_PARAM_MAX_NORM] <= 0.0)
         return;
-    float *p = d->parameters;
-    for (size_t l = 1; l <= layers(d); l++) {
-        const size_t n_in = d->widths[l - 1], n_out = d->widths[l];
-        for (size_t j = 0; j < n_out; j++, p += n_in) {
-            double norm2 = 0.0;
-            for (size_t i = 0; i < n_in; i++)
-                norm2 += (double)p[i] * p[i];
-            if (norm2 > max_norm * max_norm) {
-                float scale = (float)(max_norm / sqrt(norm2));
-                for (size_t i = 0; i < n_in; i++)
-                    p[i] *= scale;
-            }
-        }
-        p += n_out; /* the biases are not constrained */
-    }
+    for (size_t l = 1; l <= layers(d); l++)
+        constrain_layer(d, l, d->parameters + weight_offset(d, l));
 }

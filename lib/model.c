@@ -202,7 +202,8 @@ kd_status kd_model_backward(kd_model *model, const float *grad_logits, size_t ro
     if (rows == 0 || rows != model->trained_rows)
         return KD_ERROR_SHAPE_MISMATCH;
     if (model->kind == KD_MODEL_DENSE) {
-        kd_dense_backward(model, grad_logits, rows);
+        const kd_dense_sink accumulate = {model->dense.gradients, 1.0f, 0.0f, 0.0f};
+        kd_dense_backward(model, grad_logits, rows, &accumulate);
         return KD_OK;
     }
     return model->host.callbacks.backward(model->host.user, grad_logits, rows) == 0

@@ -54,7 +54,19 @@ void kd_dense_release(kd_model *model);
 kd_status kd_dense_reserve(kd_model *model, size_t rows);
 kd_status kd_dense_forward(kd_model *model, const float *inputs, size_t rows, kd_mode mode,
                            float *logits);
-void kd_dense_backward(kd_model *model, const float *grad_logits, size_t rows);
+/* Where a backward pass puts each layer's gradient G (weights and biases), and whether it then
+ * takes a plain or momentum SGD step on that layer right away, while the layer is in cache:
+ *   target = beta * target + G            (target: parameter_count floats, the parameters'
+ *                                          layout; beta 1 accumulates, 0 overwrites)
+ *   target += decay * parameters          (if step is not 0; decay may be 0)
+ *   parameters -= step * target, then the max-norm constraint (if step is not 0). */
+typedef struct kd_dense_sink {
+    float *target;
+    float beta, decay, step;
+} kd_dense_sink;
+
+void kd_dense_backward(kd_model *model, const float *grad_logits, size_t rows,
+                       const kd_dense_sink *sink);
 /* Rescales each unit's incoming weights to the max-norm, if one is set. */
 void kd_dense_constrain(kd_model *model);
 

@@ -178,6 +178,28 @@ kd_status kd_optimizer_restore(kd_optimizer *optimizer, const double *params, ui
     return KD_OK;
 }
 
+static void count_step(kd_optimizer *optimizer)
+{
+    if (optimizer->steps < UINT64_MAX)
+        optimizer->steps++;
+}
+
+int kd_optimizer_fuse(kd_optimizer *optimizer, kd_model *model, kd_dense_sink *sink)
+{
+    if (optimizer->kind != KD_OPTIMIZER_SGD || model->kind != KD_MODEL_DENSE
+        || optimizer->param[KD_OPTIMIZER_PARAM_NESTEROV] != 0.0)
+        return 0;
+    const double momentum = optimizer->param[KD_OPTIMIZER_PARAM_MOMENTUM];
+    /* Without momentum the gradient array holds the decayed gradient; with it, the momentum
+     * buffer takes the gradient directly (v = momentum v + g + decay w, w -= rate v). */
+    sink->target = momentum != 0.0 ? optimizer->state : model->dense.gradients;
+    sink->beta = (float)momentum;
+    sink->decay = (float)optimizer->param[KD_OPTIMIZER_PARAM_WEIGHT_DECAY];
+    sink->step = (float)optimizer->param[KD_OPTIMIZER_PARAM_LEARNING_RATE];
+    count_step(optimizer);
+    return 1;
+}
+
 kd_status kd_optimizer_step(kd_optimizer *optimizer, kd_model *model)
 {
     if (optimizer == NULL || model == NULL)
@@ -188,8 +210,7 @@ kd_status kd_optimizer_step(kd_optimizer *optimizer, kd_model *model)
     const float *grad = kd_model_gradient_array(model);
     if (w == NULL || grad == NULL)
         return KD_ERROR_CALLBACK_FAILED;
-    if (optimizer->steps < UINT64_MAX)
-        optimizer->steps++;
+    count_step(optimizer);
     if (optimizer->kind == KD_OPTIMIZER_ADAM)
         adam_step(optimizer, w, grad);
     else

@@ -7,6 +7,7 @@
 #include <stdint.h>
 
 #include "kd/optimizer.h"
+#include "model_internal.h"
 
 enum { KD_OPTIMIZER_PARAM_COUNT = KD_OPTIMIZER_PARAM_EPSILON + 1 };
 
@@ -33,5 +34,11 @@ kd_status kd_optimizer_new(kd_optimizer **optimizer, kd_optimizer_kind kind,
  * (parameters the kind does not use must hold their defaults). KD_ERROR_INVALID_ARGUMENT
  * (the optimizer's parameters are then partly set) if any is invalid. */
 kd_status kd_optimizer_restore(kd_optimizer *optimizer, const double *params, uint64_t steps);
+
+/* If this optimizer's next step on `model` (a built-in network of its size) can run inside the
+ * backward pass (SGD, plain or with momentum, not Nesterov): fills *sink so that
+ * kd_dense_backward() takes exactly that step, counts the step, and returns 1. Otherwise
+ * returns 0 and changes nothing. */
+int kd_optimizer_fuse(kd_optimizer *optimizer, kd_model *model, kd_dense_sink *sink);
 
 #endif /* KD_LIB_OPTIMIZER_INTERNAL_H */

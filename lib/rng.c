@@ -18,22 +18,6 @@ void kd_rng_seed(kd_rng *rng, uint64_t seed)
         rng->s[i] = splitmix64(&seed);
 }
 
-static uint64_t rotl(uint64_t x, int k) { return (x << k) | (x >> (64 - k)); }
-
-uint64_t kd_rng_next(kd_rng *rng)
-{
-    uint64_t *s = rng->s;
-    uint64_t result = rotl(s[1] * 5, 7) * 9;
-    uint64_t t = s[1] << 17;
-    s[2] ^= s[0];
-    s[3] ^= s[1];
-    s[1] ^= s[2];
-    s[0] ^= s[3];
-    s[2] ^= t;
-    s[3] = rotl(s[3], 45);
-    return result;
-}
-
 float kd_rng_uniform(kd_rng *rng) { return (float)(kd_rng_next(rng) >> 40) * 0x1.0p-24f; }
 
 double kd_rng_normal(kd_rng *rng)

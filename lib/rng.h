@@ -12,8 +12,22 @@ typedef struct kd_rng {
 /* Seeds the generator; every seed (0 included) gives a valid, distinct state. */
 void kd_rng_seed(kd_rng *rng, uint64_t seed);
 
-/* The next 64 random bits. */
-uint64_t kd_rng_next(kd_rng *rng);
+static inline uint64_t kd_rng_rotl(uint64_t x, int k) { return (x << k) | (x >> (64 - k)); }
+
+/* The next 64 random bits (inline: dropout draws one per four values). */
+static inline uint64_t kd_rng_next(kd_rng *rng)
+{
+    uint64_t *s = rng->s;
+    const uint64_t result = kd_rng_rotl(s[1] * 5, 7) * 9;
+    const uint64_t t = s[1] << 17;
+    s[2] ^= s[0];
+    s[3] ^= s[1];
+    s[1] ^= s[2];
+    s[0] ^= s[3];
+    s[2] ^= t;
+    s[3] = kd_rng_rotl(s[3], 45);
+    return result;
+}
 
 /* Uniform in [0, 1) with 24 random bits (a float's precision). */
 float kd_rng_uniform(kd_rng *rng);

@@ -79,6 +79,30 @@ kd_status kd_trainer_reserve(kd_trainer *trainer, size_t rows)
     return status;
 }
 
+/* Backpropagates the loss gradient and takes the optimizer step: inside the backward pass, layer
+ * by layer, when the optimizer allows it; else into the gradient array (overwritten for a
+ * built-in network, zeroed then accumulated by a host network), then a separate step. */
+static kd_status backward_and_step(kd_trainer *trainer, size_t rows)
+{
+    kd_model *student = trainer->student;
+    kd_dense_sink sink;
+    if (student->kind == KD_MODEL_DENSE) {
+        if (kd_optimizer_fuse(trainer->optimizer, student, &sink)) {
+            kd_dense_backward(student, trainer->grad, rows, &sink);
+            return KD_OK;
+        }
+        sink = (kd_dense_sink){student->dense.gradients, 0.0f, 0.0f, 0.0f};
+        kd_dense_backward(student, trainer->grad, rows, &sink);
+    } else {
+        kd_status status = kd_model_zero_gradients(student);
+        if (status == KD_OK)
+            status = kd_model_backward(student, trainer->grad, rows);
+        if (status != KD_OK)
+            return status;
+    }
+    return kd_optimizer_step(trainer->optimizer, student);
+}
+
 kd_status kd_trainer_step(kd_trainer *trainer, const float *inputs, size_t rows,
                           const float *teacher, const int32_t *labels, float *values)
 {
@@ -102,11 +126,7 @@ kd_status kd_trainer_step(kd_trainer *trainer, const float *inputs, size_t rows,
                  : kd_loss_compute(trainer->loss, trainer->logits, classes, teacher, classes, labels,
                                    rows, classes, out, trainer->grad, classes);
     if (status == KD_OK)
-        status = kd_model_zero_gradients(trainer->student);
-    if (status == KD_OK)
-        status = kd_model_backward(trainer->student, trainer->grad, rows);
-    if (status == KD_OK)
-        status = kd_optimizer_step(trainer->optimizer, trainer->student);
+        status = backward_and_step(trainer, rows);
     if (status == KD_OK && per_row && values != NULL) {
         for (int k = 0; k < KD_LOSS_VALUE_COUNT; k++) {
             double sum = 0.0;

@@ -1424,6 +1424,90 @@ static void trainer_step_equals_manual_pipeline(void **state)
     kd_model_destroy(a);
 }
 
+/* With SGD (plain or momentum, weight decay, max-norm) the trainer takes the optimizer's step
+ * inside the backward pass; the parameters must follow the separate calls (forward, loss,
+ * backward, kd_optimizer_step) to float rounding over several steps, and so must the momentum
+ * buffer, seen through the next steps. Nesterov momentum is not fused and must match exactly. */
+static void trainer_sgd_step_equals_manual_pipeline(void **state)
+{
+    (void)state;
+    enum { ROWS = 16, C = 5, STEPS = 4 };
+    const struct {
+        double momentum, decay, nesterov, max_norm;
+    } cases[] = {{0.9, 0.0, 0, 0.0}, {0.9, 1e-3, 0, 0.8}, {0.0, 0.0, 0, 0.0}, {0.0, 1e-2, 0, 0.8},
+                 {0.9, 1e-3, 1, 0.8}};
+    const size_t widths[] = {6, 11, 7, C};
+    for (size_t k = 0; k < sizeof cases / sizeof cases[0]; k++) {
+        kd_model *m[2];
+        kd_optimizer *o[2];
+        for (int i = 0; i < 2; i++) {
+            m[i] = dropout_model(widths, 4, 5, 0.1, 0.2);
+            assert_int_equal(kd_model_set(m[i], KD_MODEL_PARAM_MAX_NORM, cases[k].max_norm), KD_OK);
+            assert_int_equal(kd_optimizer_create(&o[i], KD_OPTIMIZER_SGD, m[i], NULL), KD_OK);
+            assert_int_equal(kd_optimizer_set(o[i], KD_OPTIMIZER_PARAM_LEARNING_RATE, 0.2), KD_OK);
+            assert_int_equal(kd_optimizer_set(o[i], KD_OPTIMIZER_PARAM_MOMENTUM, cases[k].momentum),
+                             KD_OK);
+            assert_int_equal(kd_optimizer_set(o[i], KD_OPTIMIZER_PARAM_WEIGHT_DECAY, cases[k].decay),
+                             KD_OK);
+            assert_int_equal(kd_optimizer_set(o[i], KD_OPTIMIZER_PARAM_NESTEROV, cases[k].nesterov),
+                             KD_OK);
+        }
+        kd_loss *loss = NULL;
+        assert_int_equal(kd_loss_create(&loss, NULL), KD_OK);
+        assert_int_equal(kd_loss_set(loss, KD_LOSS_PARAM_TEMPERATURE, 4.0), KD_OK);
+        kd_trainer *trainer = NULL;
+        assert_int_equal(kd_trainer_create(&trainer, m[0], o[0], loss, NULL), KD_OK);
+        const size_t p = kd_model_parameter_count(m[0]);
+        kd_test_rng rng = {77 + k};
+        float x[ROWS * 6], teacher[ROWS * C], logits[ROWS * C], grad[ROWS * C];
+        int32_t labels[ROWS];
+        double moved = 0.0;
+        for (int step = 0; step < STEPS; step++) {
+            fill_normal_f(&rng, x, ROWS * 6, 1.0);
+            fill_normal_f(&rng, teacher, ROWS * C, 3.0);
+            for (size_t r = 0; r < ROWS; r++)
+                labels[r] = (int32_t)(kd_test_rng_next(&rng) % C);
+            float before = model_params(m[0])[0];
+            assert_int_equal(kd_trainer_step(trainer, x, ROWS, teacher, labels, NULL), KD_OK);
+            moved += fabs((double)model_params(m[0])[0] - before);
+            assert_int_equal(kd_model_forward(m[1], x, ROWS, KD_MODE_TRAINING, logits), KD_OK);
+            assert_int_equal(kd_loss_compute(loss, logits, C, teacher, C, labels, ROWS, C, NULL,
+                                             grad, C),
+                             KD_OK);
+            assert_int_equal(kd_model_zero_gradients(m[1]), KD_OK);
+            assert_int_equal(kd_model_backward(m[1], grad, ROWS), KD_OK);
+            assert_int_equal(kd_optimizer_step(o[1], m[1]), KD_OK);
+            const float *pa = model_params(m[0]), *pb = model_params(m[1]);
+            if (cases[k].nesterov != 0)
+                assert_memory_equal(pa, pb, p * sizeof(float));
+            for (size_t i = 0; i < p; i++)
+                if (fabsf(pa[i] - pb[i]) > 1e-5f * (1.0f + fabsf(pb[i])))
+                    fail_msg("case %zu step %d parameter %zu: trainer %.9g, by hand %.9g", k, step,
+                             i, (double)pa[i], (double)pb[i]);
+        }
+        assert_true(moved > 1e-4); /* the steps did change the parameters */
+        if (cases[k].max_norm > 0.0) {
+            /* Every unit's incoming weights obey the max-norm after the fused steps. */
+            const float *w = model_params(m[0]);
+            for (size_t l = 1; l < 4; l++) {
+                for (size_t j = 0; j < widths[l]; j++, w += widths[l - 1]) {
+                    double norm2 = 0.0;
+                    for (size_t i = 0; i < widths[l - 1]; i++)
+                        norm2 += (double)w[i] * w[i];
+                    assert_true(sqrt(norm2) <= cases[k].max_norm * (1.0 + 1e-5));
+                }
+                w += widths[l];
+            }
+        }
+        kd_trainer_destroy(trainer);
+        kd_loss_destroy(loss);
+        for (int i = 0; i < 2; i++) {
+            kd_optimizer_destroy(o[i]);
+            kd_model_destroy(m[i]);
+        }
+    }
+}
+
 /* --- 7. allocations ------------------------------------------------------------------------ */
 
 static void no_allocation_per_step(void **state)
@@ -1742,6 +1826,7 @@ int main(void)
         cmocka_unit_test(host_model_bad_callbacks),
         cmocka_unit_test(dense_learns_and_distils),
         cmocka_unit_test(trainer_step_equals_manual_pipeline),
+        cmocka_unit_test(trainer_sgd_step_equals_manual_pipeline),
         cmocka_unit_test(no_allocation_per_step),
         cmocka_unit_test(allocation_failures),
         cmocka_unit_test(bad_arguments),

@@ -52,7 +52,10 @@ KD_API kd_status kd_trainer_reserve(kd_trainer *trainer, size_t rows);
  *            is 1 and a teacher is given;
  *   values:  NULL or KD_LOSS_VALUE_COUNT floats: the batch's total, soft and hard loss, reduced
  *            as the loss handle says (MEAN or SUM; NONE reports sums).
- * The gradients are set to this batch's gradient (not accumulated), then the optimizer steps.
+ * Earlier gradients do not carry over. With a built-in network and SGD (plain or momentum, not
+ * Nesterov) the optimizer's step runs inside the backward pass, layer by layer while each is in
+ * cache, and the model's gradient array is left holding unspecified values; otherwise the
+ * gradient array is set to this batch's gradient, then the optimizer steps.
  * Returns KD_OK or the first failing status of the forward pass, the loss (its validation runs
  * before any parameter changes) or the backward pass; on failure the model's parameters are
  * unchanged. */
