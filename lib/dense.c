@@ -71,9 +71,9 @@ kd_status kd_dense_reserve(kd_model *model, size_t rows)
     kd_dense *d = &model->dense;
     if (rows <= d->rows_capacity)
         return KD_OK;
-    /* Activations of layers 0 .. L-1, two deltas of max_width, and the ones column. The model's
+    /* Activations of layers 0 .. L-1 and two deltas of max_width. The model's
      * creation bounded every width so that these products fit once rows passed check_batch. */
-    size_t per_row = 2 * d->max_width + 1;
+    size_t per_row = 2 * d->max_width;
     for (size_t l = 0; l < layers(d); l++)
         per_row += d->widths[l];
     if (rows > SIZE_MAX / sizeof(float) / per_row)
@@ -90,9 +90,6 @@ kd_status kd_dense_reserve(kd_model *model, size_t rows)
     }
     d->delta[0] = buffer;
     d->delta[1] = buffer + rows * d->max_width;
-    d->ones = buffer + 2 * rows * d->max_width;
-    for (size_t r = 0; r < rows; r++)
-        d->ones[r] = 1.0f;
     model->trained_rows = 0;
     return KD_OK;
 }
@@ -174,6 +171,17 @@ kd_status kd_dense_forward(kd_model *model, const float *inputs, size_t rows, kd
     return KD_OK;
 }
 
+/* db = beta db + the column sums of G (rows x n); beta 0 overwrites whatever db held. A plain
+ * loop: BLAS's sgemv against a column of ones spends more time waking its threads than adding. */
+static void add_column_sums(const float *g, size_t rows, size_t n, float beta, float *db)
+{
+    for (size_t j = 0; j < n; j++)
+        db[j] = beta == 0.0f ? 0.0f : beta * db[j];
+    for (size_t r = 0; r < rows; r++, g += n)
+        for (size_t j = 0; j < n; j++)
+            db[j] += g[j];
+}
+
 /* Rescales each unit's incoming weights of layer l (n_out rows of n_in at w) to the max-norm. */
 static void constrain_layer(const kd_dense *d, size_t l, float *w)
 {
@@ -215,8 +223,7 @@ void kd_dense_backward(kd_model *model, const float *grad_logits, size_t rows,
         /* dW = beta dW + G^T A,  db = beta db + G^T 1 */
         cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, (int)n_out, (int)n_in, (int)rows,
                     1.0f, g_layer, (int)n_out, a, (int)n_in, sink->beta, dw, (int)n_in);
-        cblas_sgemv(CblasRowMajor, CblasTrans, (int)rows, (int)n_out, 1.0f, g_layer, (int)n_out,
-                    d->ones, 1, sink->beta, db, 1);
+        add_column_sums(g_layer, rows, n_out, sink->beta, db);
         if (sink->step == 0.0f)
             continue;
         const int layer_size = (int)(n_out * (n_in + 1));

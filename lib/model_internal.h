@@ -24,13 +24,11 @@ typedef struct kd_dense {
     kd_rng rng;
     float *parameters, *gradients;
     /* Batch buffers for up to rows_capacity rows: the activations of layers 0 .. L-1 (layer 0
-     * is the input after dropout), two delta buffers for the backward pass, and a column of
-     * ones (bias gradients through sgemv). */
+     * is the input after dropout) and two delta buffers for the backward pass. */
     size_t rows_capacity;
     float *buffer;
     float **activation;
     float *delta[2];
-    float *ones;
     float hidden_scale; /* 1 / (1 - dropout) of the last training forward pass, or 1 */
 } kd_dense;
 

@@ -20,7 +20,7 @@
  *           backward dW(out x in) += G^T A, Trans/NoTrans, per layer;
  *                    delta(rows x in) = G W, NoTrans/NoTrans, per layer except the first.
  * It is repeated --sgemm-reps times (default 3) and the best repetition is reported, with
- * every repetition in the JSON. The bias-gradient sgemv calls are timed separately.
+ * every repetition in the JSON.
  * --sgemm-reps 0 skips it (to profile the epoch alone, e.g. under perf record).
  *
  * Profiling: with KD_BENCH_PERF_CTL_FD (and optionally KD_BENCH_PERF_ACK_FD) set to the
@@ -98,7 +98,6 @@ typedef struct result {
     double sgemm_best;
     double sgemm_best_cpu;
     double sgemm_kind[KIND_COUNT]; /* of the best repetition */
-    double sgemv_best;
     double flops; /* per epoch, 2 m n k per sgemm */
     double kind_flops[KIND_COUNT];
     int has_phases;
@@ -281,12 +280,11 @@ static void time_phases(handles *h, const float *x, const int32_t *y, size_t inp
 typedef struct gemm_buffers {
     size_t layers;
     size_t n_in[MAX_WIDTHS], n_out[MAX_WIDTHS];
-    float *w[MAX_WIDTHS], *dw[MAX_WIDTHS], *db[MAX_WIDTHS];
+    float *w[MAX_WIDTHS], *dw[MAX_WIDTHS];
     float *act[MAX_WIDTHS];   /* act[l-1]: input of layer l (rows x n_in) */
     float *out[MAX_WIDTHS];   /* output of layer l (rows x n_out) */
     float *g[MAX_WIDTHS];     /* gradient at the output of layer l (rows x n_out) */
     float *delta[MAX_WIDTHS]; /* gradient at the input of layer l (rows x n_in) */
-    float *ones;
 } gemm_buffers;
 
 static void make_gemm_buffers(gemm_buffers *gb, const net_spec *net, uint64_t *state)
@@ -299,22 +297,17 @@ static void make_gemm_buffers(gemm_buffers *gb, const net_spec *net, uint64_t *s
         gb->n_out[l] = n_out;
         gb->w[l] = xmalloc(n_out * n_in, sizeof(float));
         gb->dw[l] = xmalloc(n_out * n_in, sizeof(float));
-        gb->db[l] = xmalloc(n_out, sizeof(float));
         gb->act[l - 1] = xmalloc(BATCH * n_in, sizeof(float));
         gb->out[l] = xmalloc(BATCH * n_out, sizeof(float));
         gb->g[l] = xmalloc(BATCH * n_out, sizeof(float));
         gb->delta[l] = xmalloc(BATCH * n_in, sizeof(float));
         fill(gb->w[l], n_out * n_in, -0.05f, 0.05f, state);
         memset(gb->dw[l], 0, n_out * n_in * sizeof(float));
-        memset(gb->db[l], 0, n_out * sizeof(float));
         fill(gb->act[l - 1], BATCH * n_in, 0.0f, 1.0f, state);
         memset(gb->out[l], 0, BATCH * n_out * sizeof(float));
         fill(gb->g[l], BATCH * n_out, -0.01f, 0.01f, state);
         memset(gb->delta[l], 0, BATCH * n_in * sizeof(float));
     }
-    gb->ones = xmalloc(BATCH, sizeof(float));
-    for (size_t r = 0; r < BATCH; r++)
-        gb->ones[r] = 1.0f;
 }
 
 static void free_gemm_buffers(gemm_buffers *gb)
@@ -322,13 +315,11 @@ static void free_gemm_buffers(gemm_buffers *gb)
     for (size_t l = 1; l <= gb->layers; l++) {
         free(gb->w[l]);
         free(gb->dw[l]);
-        free(gb->db[l]);
         free(gb->act[l - 1]);
         free(gb->out[l]);
         free(gb->g[l]);
         free(gb->delta[l]);
     }
-    free(gb->ones);
 }
 
 /* The sgemm calls of one batch, as lib/dense.c makes them; adds each call's time to kind[]. */
@@ -355,13 +346,6 @@ static void gemm_batch(const gemm_buffers *gb, double kind[KIND_COUNT])
                     n_out, gb->w[l], n_in, 0.0f, gb->delta[l], n_in);
         kind[KIND_DELTA] += now() - t1;
     }
-}
-
-static void gemv_batch(const gemm_buffers *gb)
-{
-    for (size_t l = gb->layers; l >= 1; l--)
-        cblas_sgemv(CblasRowMajor, CblasTrans, BATCH, (int)gb->n_out[l], 1.0f, gb->g[l],
-                    (int)gb->n_out[l], gb->ones, 1, 1.0f, gb->db[l], 1);
 }
 
 static void time_sgemm(result *res, const net_spec *net, size_t batches, int reps)
@@ -397,15 +381,6 @@ static void time_sgemm(result *res, const net_spec *net, size_t batches, int rep
             res->sgemm_best_cpu = cpu;
             memcpy(res->sgemm_kind, kind, sizeof kind);
         }
-    }
-    gemv_batch(&gb);
-    res->sgemv_best = INFINITY;
-    for (int rep = 0; rep < reps; rep++) {
-        double t0 = now();
-        for (size_t b = 0; b < batches; b++)
-            gemv_batch(&gb);
-        double t = now() - t0;
-        res->sgemv_best = t < res->sgemv_best ? t : res->sgemv_best;
     }
     free_gemm_buffers(&gb);
 }
@@ -449,7 +424,6 @@ static void print_result(const result *r, int sgemm_reps, int epoch_reps)
         printf("    %-8s %8.3f s  %6.1f GFLOP/s\n", kind_names[k], r->sgemm_kind[k],
                r->kind_flops[k] / r->sgemm_kind[k] * 1e-9);
     printf("  ratio epoch / sgemm:     %8.2f\n", r->epoch_best / r->sgemm_best);
-    printf("  sgemv (bias gradients):  %8.3f s  (not in sgemm only)\n", r->sgemv_best);
     if (r->has_phases) {
         printf("  phases (public API, one more epoch, total %.3f s):\n", r->phases_total);
         for (int p = 0; p < PHASE_COUNT; p++)
@@ -480,8 +454,7 @@ static void json_sgemm(FILE *f, const result *r, int reps)
         fprintf(f, "%s\"%s\": {\"seconds\": %.6f, \"gflop\": %.4f, \"gflops\": %.3f}",
                 k ? ", " : "", kind_names[k], r->sgemm_kind[k], r->kind_flops[k] * 1e-9,
                 r->kind_flops[k] / r->sgemm_kind[k] * 1e-9);
-    fprintf(f, "},\n     \"sgemv_bias_seconds\": %.6f, \"ratio_epoch_over_sgemm\": %.4f",
-            r->sgemv_best, r->epoch_best / r->sgemm_best);
+    fprintf(f, "},\n     \"ratio_epoch_over_sgemm\": %.4f", r->epoch_best / r->sgemm_best);
 }
 
 static int write_json(const char *path, const result *results, const options *o,
