@@ -44,7 +44,8 @@ typedef enum kd_mode {
 
 /* Parameters of a built-in dense network, set one at a time (a host network has none). */
 typedef enum kd_model_param {
-    /* Probability of dropping each input in training mode: [0, 0.95]. Default 0. */
+    /* Probability of dropping each input in training mode: [0, 0.95]. Default 0. Both dropout
+     * rates take effect rounded to a multiple of 2^-16. */
     KD_MODEL_PARAM_INPUT_DROPOUT = 0,
     /* Probability of dropping each hidden unit in training mode: [0, 0.95]. Default 0. */
     KD_MODEL_PARAM_HIDDEN_DROPOUT = 1,
