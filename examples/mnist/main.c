@@ -309,6 +309,17 @@ static void teachers_free(teachers *t, int count)
     free(t->soft);
 }
 
+/* The hidden width h of a 784-h-h-10 network, from its parameter count
+ * (784 h + h + h h + h + 10 h + 10), or 0 if it has another shape. */
+static size_t hidden_width(const kd_model *model)
+{
+    const size_t p = kd_model_parameter_count(model);
+    for (size_t h = 1; h * h <= p; h++)
+        if ((IMAGE_PIXELS + 1) * h + (h + 1) * h + (h + 1) * CLASS_COUNT == p)
+            return h;
+    return 0;
+}
+
 /* 1. The teacher (or ensemble), trained on all the training data with its regularisers, or
  * loaded. Fills the report's teacher line. */
 static kd_status prepare_teachers(const options *o, const dataset *train, const dataset *test,
@@ -348,7 +359,7 @@ static kd_status prepare_teachers(const options *o, const dataset *train, const 
         }
         free(member_test);
     }
-    report_model(rep, REPORT_TEACHER, IMAGE_PIXELS, o->teacher_hidden, o->teacher_epochs,
+    report_model(rep, REPORT_TEACHER, IMAGE_PIXELS, hidden_width(t->member[0]), o->teacher_epochs,
                  count_errors(t->test_probabilities, test, -1, 0.0, NULL), seconds_total, loaded_all);
     if (o->ensemble == 1)
         return KD_OK;

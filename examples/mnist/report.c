@@ -72,8 +72,11 @@ void report_print(const report *r, FILE *out)
             snprintf(time, sizeof time, "loaded");
         else
             snprintf(time, sizeof time, "%.1f s", e->seconds);
-        fprintf(out, "%-36s %12zu %8.2f%% %7d %11s\n", label, e->errors, accuracy(r, e->errors),
-                e->epochs, time);
+        char epochs[16] = "-"; /* unknown for a loaded network */
+        if (!e->loaded)
+            snprintf(epochs, sizeof epochs, "%d", e->epochs);
+        fprintf(out, "%-36s %12zu %8.2f%% %7s %11s\n", label, e->errors, accuracy(r, e->errors),
+                epochs, time);
     }
     for (int m = 0; r->ensemble > 1 && m < r->ensemble; m++)
         fprintf(out, "  ensemble member %-19d %12zu %8.2f%%\n", m, r->member_errors[m],
@@ -130,9 +133,12 @@ int report_write_json(const report *r, const char *path)
             r->transfer_fraction, r->ensemble);
     for (int m = 0; m < REPORT_MODELS; m++) {
         const report_entry *e = &r->model[m];
-        fprintf(f, "    \"%s\": {\"widths\": [%zu, %zu, %zu, 10], \"epochs\": %d, \"test_errors\": %zu, "
+        char epochs[16] = "null"; /* unknown for a loaded network */
+        if (!e->loaded)
+            snprintf(epochs, sizeof epochs, "%d", e->epochs);
+        fprintf(f, "    \"%s\": {\"widths\": [%zu, %zu, %zu, 10], \"epochs\": %s, \"test_errors\": %zu, "
                    "\"accuracy\": %.6f, \"train_seconds\": %.3f, \"loaded\": %s}%s\n",
-                model_names[m], e->inputs, e->hidden, e->hidden, e->epochs, e->errors,
+                model_names[m], e->inputs, e->hidden, e->hidden, epochs, e->errors,
                 accuracy(r, e->errors) / 100.0, e->seconds, e->loaded ? "true" : "false",
                 m + 1 < REPORT_MODELS ? "," : "");
     }

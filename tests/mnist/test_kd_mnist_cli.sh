@@ -84,6 +84,25 @@ EOF
             || fail "the control run on $dir: unexpected output: $(cat "$tmp/stdout")"
     done
 
+    # --teacher FILE: the first run trains the teacher and saves it, the second loads it (a
+    # teacher of another width than --teacher-hidden says) and reports it as loaded, with its
+    # own width, no epoch count and the same test errors.
+    for run in 1 2; do
+        "$kd_mnist" --data "$tmp/good" --epochs 1 --hidden 4 --teacher-hidden $((4 + run)) \
+            --batch 10 --quiet --teacher "$tmp/teacher.kdc" --json "$tmp/reload-$run.json" \
+            >"$tmp/stdout" 2>"$tmp/stderr" || fail "--teacher run $run: $(cat "$tmp/stderr")"
+    done
+    python3 - "$tmp/reload-1.json" "$tmp/reload-2.json" <<'EOF' || fail "--teacher: reload"
+import json, sys
+first, second = (json.load(open(path))["models"]["teacher"] for path in sys.argv[1:])
+assert first["loaded"] is False and first["epochs"] == 2, first
+assert second["loaded"] is True and second["epochs"] is None, second
+assert first["widths"] == second["widths"] == [784, 5, 5, 10], (first, second)
+assert first["test_errors"] == second["test_errors"], (first, second)
+EOF
+    grep -Eq '^teacher 784-5-5-10 .* - +loaded$' "$tmp/stdout" \
+        || fail "--teacher: the table's teacher line: $(cat "$tmp/stdout")"
+
     # expect_failure WHAT PATTERN ARGS...: kd-mnist ARGS fails as it should, and its one line on
     # stderr holds PATTERN (a fixed string).
     expect_failure() {
