@@ -11,8 +11,15 @@
 
 #define SPLAT(x) _mm256_set1_ps(x)
 /* The per-vector steps must be inlined into their loops for the accumulators to stay in
- * registers and the teacher / label flags to be constants. */
+ * registers and the teacher / label flags to be constants. Unoptimised builds (debug,
+ * sanitizers, coverage) call them instead, with the same results: gcov then counts each
+ * branch of the source once, not once per inlined copy, where a constant flag's other side
+ * can never be taken. */
+#ifdef __OPTIMIZE__
 #define INLINE static inline __attribute__((always_inline))
+#else
+#define INLINE static inline
+#endif
 
 /* e^x per lane, for x <= 88; 0 below -87.3 (and for -INFINITY or NaN); exactly 1 at 0. The
  * integer n = round(x / ln 2) is formed by adding 1.5 * 2^23 + 127, whose low mantissa bits
