@@ -1183,9 +1183,9 @@ static void save_nonfinite_optimizer_state(void **state)
     }
 }
 
-/* A save that fails while writing (the file size limit, which root cannot bypass, makes the
- * write fail with EFBIG) leaves the previous checkpoint under the name intact, and no
- * temporary file. */
+/* A save that fails while writing or when flushing its buffered file (the file size limit,
+ * which root cannot bypass, makes the write fail with EFBIG) leaves the previous checkpoint
+ * under the name intact, and no temporary file. */
 static void save_is_atomic(void **state)
 {
     (void)state;
@@ -1199,21 +1199,29 @@ static void save_is_atomic(void **state)
     bytes before = read_all(path);
     assert_true(before.size < 1024);
 
-    struct rlimit old_limit, limit;
-    assert_int_equal(getrlimit(RLIMIT_FSIZE, &old_limit), 0);
-    void (*old_handler)(int) = signal(SIGXFSZ, SIG_IGN);
-    limit = old_limit;
-    limit.rlim_cur = 1024; /* b's file is ~ 20 KiB */
-    assert_int_equal(setrlimit(RLIMIT_FSIZE, &limit), 0);
-    kd_status status = kd_checkpoint_save(b, NULL, path);
-    assert_int_equal(setrlimit(RLIMIT_FSIZE, &old_limit), 0);
-    signal(SIGXFSZ, old_handler);
-    assert_int_equal(status, KD_ERROR_IO);
-
-    bytes after = read_all(path);
-    assert_int_equal(after.size, before.size);
-    assert_memory_equal(after.data, before.data, before.size);
-    assert_int_equal(temporary_files(), 0);
+    /* b's file is ~ 20 KiB: writing it fails midway. a's own file is held in the stream's
+     * buffer until the flush, which fails. */
+    const struct {
+        const kd_model *model;
+        rlim_t limit;
+    } failing[] = {{b, 1024}, {a, 16}};
+    for (size_t k = 0; k < sizeof failing / sizeof failing[0]; k++) {
+        struct rlimit old_limit, limit;
+        assert_int_equal(getrlimit(RLIMIT_FSIZE, &old_limit), 0);
+        void (*old_handler)(int) = signal(SIGXFSZ, SIG_IGN);
+        limit = old_limit;
+        limit.rlim_cur = failing[k].limit;
+        assert_int_equal(setrlimit(RLIMIT_FSIZE, &limit), 0);
+        kd_status status = kd_checkpoint_save(failing[k].model, NULL, path);
+        assert_int_equal(setrlimit(RLIMIT_FSIZE, &old_limit), 0);
+        signal(SIGXFSZ, old_handler);
+        assert_int_equal(status, KD_ERROR_IO);
+        bytes after = read_all(path);
+        assert_int_equal(after.size, before.size);
+        assert_memory_equal(after.data, before.data, before.size);
+        free(after.data);
+        assert_int_equal(temporary_files(), 0);
+    }
     kd_model *loaded = NULL;
     assert_int_equal(kd_checkpoint_load(&loaded, NULL, path, NULL), KD_OK);
     assert_int_equal(kd_model_parameter_count(loaded), kd_model_parameter_count(a));
@@ -1227,7 +1235,6 @@ static void save_is_atomic(void **state)
     kd_model_destroy(loaded);
     assert_int_equal(temporary_files(), 0);
 
-    free(after.data);
     free(before.data);
     kd_model_destroy(b);
     kd_model_destroy(a);

@@ -305,6 +305,107 @@ static void large_batch_rejections_and_threads(void **state)
     free(z);
 }
 
+/* Rows that take the general (double-precision) path are checked there: a NaN or +INFINITY
+ * student logit, a fully masked student row and a bad label give their statuses, whatever the
+ * divergence (reverse KL, Jensen-Shannon, logit matching, KL against a 2-member ensemble), and
+ * nothing is written. */
+static void general_path_row_errors(void **state)
+{
+    (void)state;
+    enum { ROWS = 2, C = 3 };
+    const float good[C] = {0.5f, -1.0f, 2.0f}, teacher[ROWS * C] = {1, 0, -1, 0.5f, 0.25f, 0};
+    const float *members[2] = {teacher, teacher};
+    static const kd_divergence divergences[] = {KD_DIVERGENCE_REVERSE_KL,
+                                                KD_DIVERGENCE_JENSEN_SHANNON,
+                                                KD_DIVERGENCE_LOGIT_MSE, KD_DIVERGENCE_KL};
+    struct {
+        float row[C];
+        int32_t label;
+        kd_status want;
+    } cases[] = {
+        {{NAN, 0.0f, 1.0f}, 0, KD_ERROR_NONFINITE_INPUT},
+        {{0.0f, INFINITY, 1.0f}, 0, KD_ERROR_NONFINITE_INPUT},
+        {{-INFINITY, -INFINITY, -INFINITY}, 0, KD_ERROR_ALL_MASKED},
+        {{0.0f, 1.0f, 2.0f}, C, KD_ERROR_INVALID_LABEL},
+        {{0.0f, 1.0f, 2.0f}, -2, KD_ERROR_INVALID_LABEL},
+    };
+    kd_loss *loss = NULL;
+    assert_int_equal(kd_loss_create(&loss, NULL), KD_OK);
+    assert_int_equal(kd_loss_set(loss, KD_LOSS_PARAM_ALPHA, 0.5), KD_OK);
+    for (size_t d = 0; d < sizeof divergences / sizeof divergences[0]; d++) {
+        assert_int_equal(kd_loss_set(loss, KD_LOSS_PARAM_DIVERGENCE, divergences[d]), KD_OK);
+        const size_t member_count = divergences[d] == KD_DIVERGENCE_KL ? 2 : 1;
+        for (size_t k = 0; k < sizeof cases / sizeof cases[0]; k++) {
+            float z[ROWS * C], values[KD_LOSS_VALUE_COUNT], grad[ROWS * C];
+            memcpy(z, good, sizeof good);
+            memcpy(z + C, cases[k].row, sizeof cases[k].row);
+            const int32_t labels[ROWS] = {1, cases[k].label};
+            kd_test_fill_sentinel(values, KD_LOSS_VALUE_COUNT);
+            kd_test_fill_sentinel(grad, ROWS * C);
+            assert_int_equal(kd_loss_compute_ensemble(loss, z, C, members, member_count, NULL, C,
+                                                      labels, ROWS, C, values, grad, C),
+                             cases[k].want);
+            assert_true(kd_test_is_sentinel(values, KD_LOSS_VALUE_COUNT));
+            assert_true(kd_test_is_sentinel(grad, ROWS * C));
+        }
+    }
+    kd_loss_destroy(loss);
+}
+
+/* -log softmax(z)_label and its gradient softmax(z) - onehot, in double. */
+static double reference_hard(const float *z, size_t n, int32_t label, double *grad)
+{
+    double max = -INFINITY, sum = 0.0;
+    for (size_t i = 0; i < n; i++)
+        max = fmax(max, z[i]);
+    for (size_t i = 0; i < n; i++)
+        sum += exp(z[i] - max);
+    for (size_t i = 0; i < n; i++)
+        grad[i] = exp(z[i] - max) / sum - (i == (size_t)label);
+    return log(sum) - (z[label] - max);
+}
+
+/* The hard loss alone (alpha 0): through kd_loss_compute_ensemble without members it gives
+ * kd_loss_compute's bits without a teacher; a row of logits too large for the float kernels
+ * (|z| > 2^64) takes the general path and still matches the double reference; so does a
+ * reverse-KL call with a teacher and alpha 0 (the soft part then has no gradient). */
+static void hard_loss_alone_on_every_path(void **state)
+{
+    (void)state;
+    enum { ROWS = 2, C = 4 };
+    const float z[ROWS * C] = {0.5f, -1.0f, 2.0f, 0.0f, 3e20f, -1.0f, -3e20f, 2e20f};
+    const float teacher[ROWS * C] = {1, 0, -1, 0, 0.5f, 0.25f, 0, 2};
+    const int32_t labels[ROWS] = {2, 3};
+    double want_grad[ROWS * C], want = 0.0;
+    for (size_t r = 0; r < ROWS; r++)
+        want += reference_hard(z + r * C, C, labels[r], want_grad + r * C) / ROWS;
+    assert_true(want > 5e19); /* the second row's loss is 1e20 */
+    kd_loss *loss = NULL;
+    assert_int_equal(kd_loss_create(&loss, NULL), KD_OK);
+    assert_int_equal(kd_loss_set(loss, KD_LOSS_PARAM_ALPHA, 0.0), KD_OK);
+    float values[3][KD_LOSS_VALUE_COUNT], grad[3][ROWS * C];
+    assert_int_equal(kd_loss_compute(loss, z, C, NULL, C, labels, ROWS, C, values[0], grad[0], C),
+                     KD_OK);
+    assert_int_equal(kd_loss_compute_ensemble(loss, z, C, NULL, 0, NULL, C, labels, ROWS, C,
+                                              values[1], grad[1], C),
+                     KD_OK);
+    assert_memory_equal(values[0], values[1], sizeof values[0]);
+    assert_memory_equal(grad[0], grad[1], sizeof grad[0]);
+    assert_int_equal(kd_loss_set(loss, KD_LOSS_PARAM_DIVERGENCE, KD_DIVERGENCE_REVERSE_KL), KD_OK);
+    assert_int_equal(kd_loss_compute(loss, z, C, teacher, C, labels, ROWS, C, values[2], grad[2], C),
+                     KD_OK);
+    for (int k = 0; k < 3; k++) {
+        assert_true(fabs(values[k][KD_LOSS_VALUE_HARD] - want) <= 1e-6 * want);
+        assert_true(values[k][KD_LOSS_VALUE_TOTAL] == values[k][KD_LOSS_VALUE_HARD]);
+        for (size_t e = 0; e < ROWS * C; e++)
+            if (!(fabs(grad[k][e] - want_grad[e] / ROWS) <= 1e-6))
+                fail_msg("call %d gradient %zu: %.9g, want %.9g", k, e, (double)grad[k][e],
+                         want_grad[e] / ROWS);
+    }
+    assert_true(values[0][KD_LOSS_VALUE_SOFT] == 0.0f && values[2][KD_LOSS_VALUE_SOFT] > 0.0f);
+    kd_loss_destroy(loss);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -314,6 +415,8 @@ int main(void)
         cmocka_unit_test(ensembles_with_masks_and_zero_weights),
         cmocka_unit_test(ensemble_argument_errors),
         cmocka_unit_test(large_batch_rejections_and_threads),
+        cmocka_unit_test(general_path_row_errors),
+        cmocka_unit_test(hard_loss_alone_on_every_path),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

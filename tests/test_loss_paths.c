@@ -14,6 +14,7 @@
 
 #include <kd.h>
 
+#include "alloc.h"
 #include "loss_internal.h"
 #include "support.h"
 
@@ -296,6 +297,326 @@ static void batches_beyond_the_row_findings(void **state)
     free_inputs(&in);
 }
 
+/* The kernel sets this CPU runs: the portable one, and AVX2 + FMA when the CPU has both. */
+static size_t kernel_sets(const kd_fast_kernels *sets[2])
+{
+    size_t count = 0;
+    sets[count++] = kd_fast_portable();
+#if defined(__x86_64__) && defined(__GNUC__)
+    if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma"))
+        sets[count++] = kd_fast_avx2();
+#endif
+    return count;
+}
+
+/* The first of a check's KD_FAST_* bits in the order the loss reports them (the bits' own
+ * order): the one that decides the status. Later bits may differ between kernel sets (the AVX2
+ * check also counts a NaN student logit as a class the student masks). */
+static unsigned first_bit(unsigned bits) { return bits & (0u - bits); }
+
+/* The row check of every kernel set reports the documented KD_FAST_* bit for each kind of bad
+ * row first, with the bad value in a full vector (class 1) or in the tail (class n - 1), and on
+ * valid rows (bits 0) finds the maxima, their ties, the teacher's first top class and max |x|. */
+static void kernels_check_rows(void **state)
+{
+    (void)state;
+    enum { MASK_ONE_STUDENT, MASK_BOTH, MASK_ONE_TEACHER, NAN_STUDENT, INF_STUDENT, ALL_STUDENT,
+           NAN_TEACHER, INF_TEACHER, ALL_TEACHER, CASES };
+    const unsigned expected[CASES] = {
+        KD_FAST_MASK_MISFIT, 0, 0, KD_FAST_STUDENT_NONFINITE, KD_FAST_STUDENT_NONFINITE,
+        KD_FAST_STUDENT_MASKED | KD_FAST_MASK_MISFIT, KD_FAST_TEACHER_NONFINITE,
+        KD_FAST_TEACHER_NONFINITE, KD_FAST_TEACHER_MASKED};
+    /* Without a teacher only the student's bits exist. */
+    const unsigned expected_alone[CASES] = {0, 0, 0, KD_FAST_STUDENT_NONFINITE,
+                                            KD_FAST_STUDENT_NONFINITE, KD_FAST_STUDENT_MASKED,
+                                            0, 0, 0};
+    static const size_t lengths[] = {3, 11, 16};
+    const kd_fast_kernels *sets[2];
+    const size_t set_count = kernel_sets(sets);
+    for (size_t li = 0; li < COUNT(lengths); li++) {
+        const size_t n = lengths[li];
+        for (size_t at = 1; at < n; at += n - 2) {
+            for (int c = 0; c < CASES; c++) {
+                float z[16], v[16];
+                for (size_t i = 0; i < n; i++) {
+                    z[i] = 0.5f * (float)i - 2.0f;
+                    v[i] = 1.0f - 0.25f * (float)i;
+                }
+                switch (c) {
+                case MASK_ONE_STUDENT: z[at] = -INFINITY; break;
+                case MASK_BOTH: z[at] = v[at] = -INFINITY; break;
+                case MASK_ONE_TEACHER: v[at] = -INFINITY; break;
+                case NAN_STUDENT: z[at] = NAN; break;
+                case INF_STUDENT: z[at] = INFINITY; break;
+                case ALL_STUDENT: for (size_t i = 0; i < n; i++) z[i] = -INFINITY; break;
+                case NAN_TEACHER: v[at] = NAN; break;
+                case INF_TEACHER: v[at] = INFINITY; break;
+                case ALL_TEACHER: for (size_t i = 0; i < n; i++) v[i] = -INFINITY; break;
+                }
+                for (size_t k = 0; k < set_count; k++) {
+                    kd_fast_row_info info;
+                    unsigned bits = first_bit(sets[k]->check(z, v, n, &info));
+                    if (bits != first_bit(expected[c]))
+                        fail_msg("%s, n %zu, class %zu, case %d: bits %u, want %u", sets[k]->name,
+                                 n, at, c, bits, expected[c]);
+                    bits = first_bit(sets[k]->check(z, NULL, n, &info));
+                    if (bits != expected_alone[c])
+                        fail_msg("%s, n %zu, class %zu, case %d without a teacher: bits %u, want %u",
+                                 sets[k]->name, n, at, c, bits, expected_alone[c]);
+                }
+            }
+        }
+        /* A valid row with tied maxima, and a teacher whose maximum occurs twice. */
+        float z[16], v[16];
+        for (size_t i = 0; i < n; i++) {
+            z[i] = (float)(i % 5) - 1.5f;
+            v[i] = -(float)(i % 4);
+        }
+        z[0] = v[0] = -INFINITY;
+        v[2] = -9.5f; /* the largest |x| when n > 3, in the teacher */
+        v[n - 1] = v[1] = 7.0f;
+        float zmax = -INFINITY, vmax = -INFINITY, absmax = 0.0f;
+        size_t zties = 0, vties = 0, top = 0;
+        for (size_t i = 0; i < n; i++) {
+            zmax = fmaxf(zmax, z[i]);
+            vmax = fmaxf(vmax, v[i]);
+        }
+        for (size_t i = 0; i < n; i++) {
+            zties += z[i] == zmax;
+            vties += v[i] == vmax;
+            if (v[i] == vmax && vties == 1)
+                top = i;
+            if (z[i] != -INFINITY)
+                absmax = fmaxf(absmax, fabsf(z[i]));
+            if (v[i] != -INFINITY)
+                absmax = fmaxf(absmax, fabsf(v[i]));
+        }
+        assert_true(vties == 2 && top == 1 && absmax == (n > 3 ? 9.5f : 7.0f));
+        for (size_t k = 0; k < set_count; k++) {
+            kd_fast_row_info info;
+            assert_int_equal(sets[k]->check(z, v, n, &info), 0);
+            assert_true(info.zmax == zmax && info.vmax == vmax && info.absmax == absmax);
+            assert_int_equal(info.zties, zties);
+            assert_int_equal(info.vties, vties);
+            assert_int_equal(info.top, top);
+        }
+    }
+}
+
+/* The kernels' e^x (what the benchmark measures): within 4 float ulp of e^x in double, exactly
+ * 1 at 0, and exactly 0 below -87.33654 (and for -INFINITY), for lengths with and without a
+ * tail. */
+static void kernels_exp_matches_double(void **state)
+{
+    (void)state;
+    enum { N = 203 };
+    float x[N], out[N];
+    for (size_t i = 0; i < N; i++)
+        x[i] = -100.0f + 188.0f * (float)i / (float)(N - 1); /* -100 ... 88 */
+    x[5] = 0.0f;
+    x[6] = -INFINITY;
+    x[7] = -87.4f;
+    x[8] = -87.3f;
+    const kd_fast_kernels *sets[2];
+    const size_t set_count = kernel_sets(sets);
+    for (size_t k = 0; k < set_count; k++)
+        for (size_t n = N - 8; n <= N; n += 3) { /* 195 (no tail), 198, 201 */
+            float fresh[N];
+            kd_test_fill_sentinel(out, N);
+            kd_test_fill_sentinel(fresh, N);
+            sets[k]->exp(x, n, out);
+            assert_memory_equal(out + n, fresh + n, (N - n) * sizeof(float));
+            for (size_t i = 0; i < n; i++) {
+                if (x[i] < -87.33654f) {
+                    if (out[i] != 0.0f)
+                        fail_msg("%s: e^%.9g = %.9g, want 0", sets[k]->name, (double)x[i],
+                                 (double)out[i]);
+                    continue;
+                }
+                double want = exp((double)x[i]);
+                if (!(fabs((double)out[i] - want) <= 4.0 * 0x1p-23 * want))
+                    fail_msg("%s: e^%.9g = %.9g, want %.9g", sets[k]->name, (double)x[i],
+                             (double)out[i], want);
+            }
+            assert_true(out[5] == 1.0f);
+        }
+}
+
+/* Loss and gradient of rows in double, for the kernel tests: with a teacher (z, v at T) the KL
+ * part, with labels the hard part, as include/kd/loss.h defines them (mean over rows, S = T^2). */
+static void reference_loss(const float *z, const float *v, const int32_t *labels, size_t rows,
+                           size_t n, double t, double alpha, double values[3], double *grad)
+{
+    values[0] = values[1] = values[2] = 0.0;
+    for (size_t r = 0; r < rows; r++) {
+        const float *zr = z + r * n, *vr = v == NULL ? NULL : v + r * n;
+        double zmax = -INFINITY, vmax = -INFINITY, zs = 0.0, vs = 0.0, z1 = 0.0;
+        for (size_t i = 0; i < n; i++) {
+            zmax = fmax(zmax, zr[i]);
+            vmax = vr == NULL ? 0.0 : fmax(vmax, vr[i]);
+        }
+        for (size_t i = 0; i < n; i++) {
+            zs += exp((zr[i] - zmax) / t);
+            z1 += exp(zr[i] - zmax);
+            vs += vr == NULL ? 0.0 : exp((vr[i] - vmax) / t);
+        }
+        double kl = 0.0;
+        for (size_t i = 0; i < n; i++) {
+            double g = 0.0;
+            if (vr != NULL) {
+                double log_p = (zr[i] - zmax) / t - log(zs), log_q = (vr[i] - vmax) / t - log(vs);
+                kl += exp(log_q) * (log_q - log_p);
+                g += alpha * t * (exp(log_p) - exp(log_q)); /* alpha T^2 / T */
+            }
+            if (labels != NULL)
+                g += (1.0 - alpha) * (exp(zr[i] - zmax) / z1 - (i == (size_t)labels[r]));
+            grad[r * n + i] = g / (double)rows;
+        }
+        double hard = labels == NULL ? 0.0 : log(z1) - (zr[labels[r]] - zmax);
+        values[1] += kl / (double)rows;
+        values[2] += hard / (double)rows;
+    }
+    values[0] = alpha * t * t * values[1] + (1.0 - alpha) * values[2];
+}
+
+/* Each kernel set on rows of its three kinds: the hard loss alone (no teacher), the soft loss
+ * alone (no labels) and both, at lengths with and without a tail and beyond a block of four
+ * vectors: values within 1e-5 of the double reference, gradients within 1e-5 relative + 1e-7. */
+static void kernels_on_each_kind_of_row(void **state)
+{
+    (void)state;
+    enum { ROWS = 3 };
+    static const size_t lengths[] = {5, 8, 37, 64};
+    static const double alphas[] = {0.0, 0.6, 1.0};
+    static const double row_temperatures[] = {1.0, 3.0};
+    const kd_fast_kernels *sets[2];
+    const size_t set_count = kernel_sets(sets);
+    kd_loss *loss = NULL;
+    assert_int_equal(kd_loss_create(&loss, NULL), KD_OK);
+    for (size_t li = 0; li < COUNT(lengths); li++) {
+        const size_t n = lengths[li];
+        inputs in = make_inputs(ROWS, n, 2.0, 40 + li);
+        for (size_t r = 0; r < ROWS; r++) /* no masks, no ignored row */
+            for (size_t i = 0; i < n; i++) {
+                in.z[r * n + i] = isinf(in.z[r * n + i]) ? 0.5f : in.z[r * n + i];
+                in.v[r * n + i] = isinf(in.v[r * n + i]) ? -0.5f : in.v[r * n + i];
+            }
+        in.labels[1] = 0;
+        for (size_t a = 0; a < COUNT(alphas); a++)
+            for (size_t ti = 0; ti < COUNT(row_temperatures); ti++) {
+                const double alpha = alphas[a], t = row_temperatures[ti];
+                const float *teacher = alpha > 0.0 ? in.v : NULL;
+                const int32_t *labels = alpha < 1.0 ? in.labels : NULL;
+                double want[3], want_grad[ROWS * 64];
+                reference_loss(in.z, teacher, labels, ROWS, n, t, alpha, want, want_grad);
+                set(loss, KD_LOSS_PARAM_ALPHA, alpha);
+                set(loss, KD_LOSS_PARAM_TEMPERATURE, t);
+                for (size_t k = 0; k < set_count; k++) {
+                    kd_loss_use_kernels(loss, sets[k]);
+                    float values[3], grad[ROWS * 64];
+                    assert_int_equal(kd_loss_compute(loss, in.z, n, teacher, n, labels, ROWS, n,
+                                                     values, grad, n),
+                                     KD_OK);
+                    for (int v = 0; v < 3; v++)
+                        if (!(fabs(values[v] - want[v]) <= 1e-5 * fabs(want[v]) + 1e-7))
+                            fail_msg("%s n %zu alpha %g T %g: value %d %.9g, want %.9g",
+                                     sets[k]->name, n, alpha, t, v, (double)values[v], want[v]);
+                    for (size_t e = 0; e < ROWS * n; e++)
+                        if (!(fabs(grad[e] - want_grad[e]) <= 1e-5 * fabs(want_grad[e]) + 1e-7))
+                            fail_msg("%s n %zu alpha %g T %g: gradient %zu %.9g, want %.9g",
+                                     sets[k]->name, n, alpha, t, e, (double)grad[e],
+                                     want_grad[e]);
+                }
+            }
+        free_inputs(&in);
+    }
+    kd_loss_destroy(loss);
+}
+
+/* Streaming stores (batches beyond the caches) write the same gradient bits as ordinary
+ * stores, whether the gradient is 32-byte aligned (the AVX2 kernels then stream) or not. */
+static void streaming_stores_give_the_same_bits(void **state)
+{
+    (void)state;
+    enum { N = 1000 };
+    inputs in = make_inputs(1, N, 3.0, 11);
+    float *store = xmalloc(3 * N * sizeof(float));
+    float *grad[2] = {aligned_alloc(32, (N + 8) * sizeof(float)),
+                      aligned_alloc(32, (N + 8) * sizeof(float))};
+    assert_true(grad[0] != NULL && grad[1] != NULL);
+    const kd_fast_kernels *sets[2];
+    const size_t set_count = kernel_sets(sets);
+    for (size_t k = 0; k < set_count; k++)
+        for (int kind = 0; kind < 3; kind++) { /* both terms, soft only, hard only */
+            const int has_teacher = kind != 2, has_label = kind != 1;
+            const kd_row_spec spec = {KD_DIVERGENCE_KL, 2.0, 0.5, has_teacher, has_label,
+                                      has_teacher ? 0.7 * 4.0 : 0.0, has_label ? 0.3 : 0.0};
+            const float *v = has_teacher ? in.v : NULL;
+            kd_fast_row_info info;
+            assert_int_equal(sets[k]->check(in.z, v, N, &info), 0);
+            for (size_t offset = 0; offset <= 1; offset++) {
+                double soft[2], hard[2];
+                float fresh[N + 8];
+                kd_test_fill_sentinel(fresh, N + 8);
+                for (int stream = 0; stream <= 1; stream++) {
+                    kd_test_fill_sentinel(grad[stream], N + 8);
+                    kd_fast_row(sets[k], &spec, in.z, v, N, in.labels[0], &info, store, stream,
+                                &soft[stream], &hard[stream], grad[stream] + offset);
+                    assert_memory_equal(grad[stream] + offset + N, fresh + offset + N,
+                                        (8 - offset) * sizeof(float));
+                }
+                assert_memory_equal(grad[0], grad[1], (N + 8) * sizeof(float));
+                assert_true(soft[0] == soft[1] && hard[0] == hard[1]);
+                assert_true(has_teacher ? soft[0] > 0.0 : soft[0] == 0.0);
+                assert_true(has_label ? hard[0] > 0.0 : hard[0] == 0.0);
+            }
+        }
+    free(grad[0]);
+    free(grad[1]);
+    free(store);
+    free_inputs(&in);
+}
+
+/* The trainer's hard-loss entry point rejects missing arguments and writes nothing. */
+static void hard_loss_null_arguments(void **state)
+{
+    (void)state;
+    kd_loss *loss = NULL;
+    assert_int_equal(kd_loss_create(&loss, NULL), KD_OK);
+    const float z[2] = {1.0f, 2.0f};
+    const int32_t labels[1] = {1};
+    float values[KD_LOSS_VALUE_COUNT], grad[2];
+    kd_test_fill_sentinel(values, KD_LOSS_VALUE_COUNT);
+    kd_test_fill_sentinel(grad, 2);
+    assert_int_equal(kd_loss_compute_hard(NULL, z, labels, 1, 2, values, grad), KD_ERROR_NULL_POINTER);
+    assert_int_equal(kd_loss_compute_hard(loss, NULL, labels, 1, 2, values, grad), KD_ERROR_NULL_POINTER);
+    assert_int_equal(kd_loss_compute_hard(loss, z, NULL, 1, 2, values, grad), KD_ERROR_NULL_POINTER);
+    assert_true(kd_test_is_sentinel(values, KD_LOSS_VALUE_COUNT) && kd_test_is_sentinel(grad, 2));
+    assert_int_equal(kd_loss_compute_hard(loss, z, labels, 1, 2, values, grad), KD_OK);
+    assert_float_equal(values[KD_LOSS_VALUE_HARD], log1p(exp(-1.0)), 1e-6);
+    kd_loss_destroy(loss);
+}
+
+/* kd_alloc_array refuses zero sizes and products beyond SIZE_MAX without asking the allocator. */
+static void alloc_array_refuses_bad_sizes(void **state)
+{
+    (void)state;
+    kd_test_allocator counter = {0, 0, 0, 0};
+    kd_allocator hook;
+    kd_test_allocator_hook(&counter, &hook);
+    assert_null(kd_alloc_array(&hook, 0, 4));
+    assert_null(kd_alloc_array(&hook, 4, 0));
+    assert_null(kd_alloc_array(&hook, SIZE_MAX / 4 + 1, 4));
+    assert_null(kd_alloc_array(&hook, 3, SIZE_MAX / 2));
+    assert_int_equal(counter.calls, 0);
+    void *block = kd_alloc_array(&hook, 3, 4);
+    assert_non_null(block);
+    assert_int_equal(counter.calls, 1);
+    kd_free(&hook, block);
+    assert_int_equal(counter.live, 0);
+    assert_false(counter.bad_release);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -303,6 +624,12 @@ int main(void)
         cmocka_unit_test(threads_are_bit_identical),
         cmocka_unit_test(threads_report_the_first_bad_row),
         cmocka_unit_test(batches_beyond_the_row_findings),
+        cmocka_unit_test(kernels_check_rows),
+        cmocka_unit_test(kernels_exp_matches_double),
+        cmocka_unit_test(kernels_on_each_kind_of_row),
+        cmocka_unit_test(streaming_stores_give_the_same_bits),
+        cmocka_unit_test(hard_loss_null_arguments),
+        cmocka_unit_test(alloc_array_refuses_bad_sizes),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
