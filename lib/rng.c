@@ -18,8 +18,6 @@ void kd_rng_seed(kd_rng *rng, uint64_t seed)
         rng->s[i] = splitmix64(&seed);
 }
 
-float kd_rng_uniform(kd_rng *rng) { return (float)(kd_rng_next(rng) >> 40) * 0x1.0p-24f; }
-
 double kd_rng_normal(kd_rng *rng)
 {
     /* u1 in (0, 1] so that log(u1) is finite. */

@@ -29,9 +29,6 @@ static inline uint64_t kd_rng_next(kd_rng *rng)
     return result;
 }
 
-/* Uniform in [0, 1) with 24 random bits (a float's precision). */
-float kd_rng_uniform(kd_rng *rng);
-
 /* Standard normal, by the Box-Muller transform. */
 double kd_rng_normal(kd_rng *rng);
 

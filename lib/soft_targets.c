@@ -31,10 +31,9 @@ kd_status kd_soft_targets_from_probabilities(const float *teacher_probabilities,
                                   probabilities_stride, targets_stride, temperature);
     for (size_t r = 0; status == KD_OK && r < rows; r++) {
         double sum;
+        /* A row it accepts sums to 1 within KD_PROBABILITY_SUM_TOLERANCE: never to 0. */
         status = kd_check_probability_row(teacher_probabilities + r * probabilities_stride,
                                           classes, &sum);
-        if (status == KD_OK && sum == 0.0)
-            status = KD_ERROR_INVALID_PROBABILITIES;
     }
     if (status != KD_OK)
         return status;
@@ -56,13 +55,12 @@ kd_status kd_soft_targets_from_probabilities(const float *teacher_probabilities,
     return KD_OK;
 }
 
-/* Validates an ensemble's members (those of weight > 0) and mode. */
+/* Validates an ensemble's members (those of weight > 0) and mode; `members` is not NULL
+ * (kd_check_row_call refused that). */
 static kd_status check_ensemble(const float *const *members, size_t count, const float *weights,
                                 kd_ensemble_mode mode, size_t rows, size_t classes, size_t stride,
                                 double *weight_total)
 {
-    if (members == NULL)
-        return KD_ERROR_NULL_POINTER;
     if (count == 0)
         return KD_ERROR_ZERO_SIZE;
     if (mode != KD_ENSEMBLE_ARITHMETIC && mode != KD_ENSEMBLE_GEOMETRIC)
