@@ -186,8 +186,7 @@ static void count_step(kd_optimizer *optimizer)
 
 int kd_optimizer_fuse(kd_optimizer *optimizer, kd_model *model, kd_dense_sink *sink)
 {
-    if (optimizer->kind != KD_OPTIMIZER_SGD || model->kind != KD_MODEL_DENSE
-        || optimizer->param[KD_OPTIMIZER_PARAM_NESTEROV] != 0.0)
+    if (optimizer->kind != KD_OPTIMIZER_SGD || optimizer->param[KD_OPTIMIZER_PARAM_NESTEROV] != 0.0)
         return 0;
     const double momentum = optimizer->param[KD_OPTIMIZER_PARAM_MOMENTUM];
     /* Without momentum the gradient array holds the decayed gradient; with it, the momentum

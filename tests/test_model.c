@@ -1182,6 +1182,7 @@ static void host_model_trains_through_trainer(void **state)
     /* A failing callback fails the call, and the trainer's step leaves the parameters as
      * they were. */
     float logits[3 * HOST_OUT], saved[HOST_P];
+    size_t calls;
     memcpy(saved, h.params, sizeof saved);
     h.fail_forward = 1;
     assert_int_equal(kd_model_forward(model, x, 2, KD_MODE_INFERENCE, logits), KD_ERROR_CALLBACK_FAILED);
@@ -1204,6 +1205,9 @@ static void host_model_trains_through_trainer(void **state)
     assert_null(pointer);
     assert_int_equal(kd_model_zero_gradients(model), KD_ERROR_CALLBACK_FAILED);
     assert_int_equal(kd_optimizer_step(opt, model), KD_ERROR_CALLBACK_FAILED);
+    calls = h.backward_calls;
+    assert_int_equal(kd_trainer_step(trainer, x, 2, NULL, labels, NULL), KD_ERROR_CALLBACK_FAILED);
+    assert_int_equal(h.backward_calls, calls); /* nothing to accumulate into: no backward */
     h.null_gradients = 0;
     assert_memory_equal(saved, h.params, sizeof saved);
 
@@ -1211,7 +1215,7 @@ static void host_model_trains_through_trainer(void **state)
     assert_int_equal(kd_model_forward(model, x, 3, KD_MODE_TRAINING, logits), KD_OK);
     assert_int_equal(kd_model_backward(model, logits, 2), KD_ERROR_SHAPE_MISMATCH);
     assert_int_equal(kd_model_forward(model, x, 2, KD_MODE_INFERENCE, logits), KD_OK);
-    size_t calls = h.backward_calls;
+    calls = h.backward_calls;
     assert_int_equal(kd_model_backward(model, logits, 2), KD_ERROR_SHAPE_MISMATCH);
     assert_int_equal(h.backward_calls, calls);
 
@@ -1401,6 +1405,8 @@ static void trainer_step_equals_manual_pipeline(void **state)
         assert_memory_equal(model_grads(a), model_grads(b), p * sizeof(float));
         assert_memory_equal(values, want_values, sizeof values);
     }
+    float *before = malloc(p * sizeof(float));
+    assert_non_null(before);
     /* With per-row losses (reduction NONE) the trainer reports their sums. */
     assert_int_equal(kd_loss_set(loss, KD_LOSS_PARAM_REDUCTION, KD_REDUCTION_NONE), KD_OK);
     float values[KD_LOSS_VALUE_COUNT], rows_values[ROWS * KD_LOSS_VALUE_COUNT];
@@ -1415,6 +1421,11 @@ static void trainer_step_equals_manual_pipeline(void **state)
             sum += rows_values[r * KD_LOSS_VALUE_COUNT + (size_t)k];
         assert_float_equal(values[k], sum, 1e-5 * (1.0 + fabs(sum)));
     }
+    /* values may be NULL with per-row losses too; the step still happens. */
+    memcpy(before, model_params(a), p * sizeof(float));
+    assert_int_equal(kd_trainer_step(trainer, x, ROWS, teacher, labels, NULL), KD_OK);
+    assert_true(memcmp(before, model_params(a), p * sizeof(float)) != 0);
+    free(before);
 
     kd_trainer_destroy(trainer);
     kd_loss_destroy(loss);
