@@ -48,10 +48,12 @@ int kd_test_is_sentinel(const float *buffer, size_t n)
     return 1;
 }
 
-static void *test_allocate(void *user, size_t bytes)
+void *kd_test_allocate(void *counter, size_t bytes)
 {
-    kd_test_allocator *c = user;
+    kd_test_allocator *c = counter;
     c->calls++;
+    c->largest = bytes > c->largest ? bytes : c->largest;
+    c->zero_request |= bytes == 0;
     if (c->fail_at != 0 && c->calls == c->fail_at)
         return NULL;
     void *block = malloc(bytes);
@@ -59,9 +61,9 @@ static void *test_allocate(void *user, size_t bytes)
     return block;
 }
 
-static void test_release(void *user, void *block)
+void kd_test_release(void *counter, void *block)
 {
-    kd_test_allocator *c = user;
+    kd_test_allocator *c = counter;
     if (block == NULL || c->live == 0)
         c->bad_release = 1;
     else
@@ -69,9 +71,14 @@ static void test_release(void *user, void *block)
     free(block);
 }
 
+int kd_test_allocator_clean(const kd_test_allocator *counter)
+{
+    return counter->live == 0 && !counter->bad_release && !counter->zero_request;
+}
+
 void kd_test_allocator_hook(kd_test_allocator *counter, struct kd_allocator *out)
 {
-    *out = (kd_allocator){sizeof(kd_allocator), test_allocate, test_release, counter};
+    *out = (kd_allocator){sizeof(kd_allocator), kd_test_allocate, kd_test_release, counter};
 }
 
 size_t kd_test_count_entries(const char *dir, const char *part)

@@ -24,15 +24,22 @@ int kd_test_is_sentinel(const float *buffer, size_t n);
  * ".tmp-"); (size_t)-1 if the directory cannot be read. */
 size_t kd_test_count_entries(const char *dir, const char *part);
 
-/* A host allocator for the allocator hook: counts calls and live blocks, refuses its
- * fail_at-th call (0: never), and notes a release of a block it never gave out. */
+/* A host allocator for the allocator hook: counts calls and live blocks, keeps the largest
+ * request, refuses its fail_at-th call (0: never), and notes a request of 0 bytes and a
+ * release of a block it never gave out (the library must do neither). Start from
+ * {.fail_at = n} or {0}. */
 typedef struct kd_test_allocator {
-    size_t calls, live, fail_at;
-    int bad_release;
+    size_t calls, live, fail_at, largest;
+    int bad_release, zero_request;
 } kd_test_allocator;
 
 /* The kd_allocator table (declared in <kd.h>) that routes to *counter; written into *out. */
 struct kd_allocator;
 void kd_test_allocator_hook(kd_test_allocator *counter, struct kd_allocator *out);
+/* Its two functions, for tables a test builds itself (e.g. with a wrong struct_size). */
+void *kd_test_allocate(void *counter, size_t bytes);
+void kd_test_release(void *counter, void *block);
+/* 1 if every block was released and neither misuse above happened. */
+int kd_test_allocator_clean(const kd_test_allocator *counter);
 
 #endif /* KD_TEST_SUPPORT_H */

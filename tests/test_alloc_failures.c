@@ -46,7 +46,7 @@ static void walk(const scenario *s, void *fixture)
     for (;; n++) {
         if (n > 1000)
             fail_msg("%s: the walk does not end", s->name);
-        kd_test_allocator counter = {0, 0, 0, 0};
+        kd_test_allocator counter = {0};
         kd_allocator allocator;
         kd_test_allocator_hook(&counter, &allocator);
         s->setup(fixture, &allocator);

@@ -227,35 +227,6 @@ static layout layout_of(const bytes b)
     return l;
 }
 
-/* --- a counting allocator -------------------------------------------------------------------- */
-
-typedef struct counting {
-    size_t live, allocations, largest, fail_at;
-} counting;
-
-static void *counting_allocate(void *user, size_t size)
-{
-    counting *c = user;
-    c->allocations++;
-    if (size > c->largest)
-        c->largest = size;
-    if (c->fail_at != 0 && c->allocations == c->fail_at)
-        return NULL;
-    void *block = malloc(size);
-    if (block != NULL)
-        c->live++;
-    return block;
-}
-
-static void counting_release(void *user, void *block)
-{
-    counting *c = user;
-    assert_non_null(block);
-    assert_true(c->live > 0);
-    c->live--;
-    free(block);
-}
-
 /* Sentinel handle values that a failed load must leave in place. */
 static char sentinel_storage[2];
 #define SENTINEL_MODEL ((kd_model *)(void *)&sentinel_storage[0])
@@ -267,8 +238,9 @@ static size_t expect_load_failure(const char *path, kd_status expected, const ch
 {
     size_t largest = 0;
     for (int with_optimizer = 0; with_optimizer < 2; with_optimizer++) {
-        counting c = {0, 0, 0, 0};
-        kd_allocator a = {sizeof(kd_allocator), counting_allocate, counting_release, &c};
+        kd_test_allocator c = {0};
+        kd_allocator a;
+        kd_test_allocator_hook(&c, &a);
         kd_model *model = SENTINEL_MODEL;
         kd_optimizer *opt = SENTINEL_OPTIMIZER;
         kd_status status = kd_checkpoint_load(&model, with_optimizer ? &opt : NULL, path, &a);
@@ -282,8 +254,9 @@ static size_t expect_load_failure(const char *path, kd_status expected, const ch
                      kd_status_string(status), (int)expected, kd_status_string(expected));
         assert_ptr_equal(model, SENTINEL_MODEL);
         assert_ptr_equal(opt, SENTINEL_OPTIMIZER);
-        if (c.live != 0)
-            fail_msg("%s: %zu blocks leaked", what, c.live);
+        if (!kd_test_allocator_clean(&c))
+            fail_msg("%s: %zu blocks leaked (bad release %d, 0-byte request %d)", what, c.live,
+                     c.bad_release, c.zero_request);
         largest = c.largest > largest ? c.largest : largest;
     }
     return largest;
@@ -307,8 +280,9 @@ static kd_status load_bytes_status(const unsigned char *data, size_t size)
     char path[256];
     path_of(path, sizeof path, "probe.kdc");
     write_all(path, data, size);
-    counting c = {0, 0, 0, 0};
-    kd_allocator a = {sizeof(kd_allocator), counting_allocate, counting_release, &c};
+    kd_test_allocator c = {0};
+    kd_allocator a;
+    kd_test_allocator_hook(&c, &a);
     kd_model *model = SENTINEL_MODEL;
     kd_optimizer *opt = SENTINEL_OPTIMIZER;
     kd_status status = kd_checkpoint_load(&model, &opt, path, &a);
@@ -319,7 +293,7 @@ static kd_status load_bytes_status(const unsigned char *data, size_t size)
         assert_ptr_equal(model, SENTINEL_MODEL);
         assert_ptr_equal(opt, SENTINEL_OPTIMIZER);
     }
-    assert_int_equal(c.live, 0);
+    assert_true(kd_test_allocator_clean(&c));
     unlink(path);
     return status;
 }
@@ -455,8 +429,9 @@ static void check_round_trip(kd_optimizer_kind kind, const char *name)
     path_of(path, sizeof path, name);
     assert_int_equal(kd_checkpoint_save(model, opt, path), KD_OK);
 
-    counting c = {0, 0, 0, 0};
-    kd_allocator a = {sizeof(kd_allocator), counting_allocate, counting_release, &c};
+    kd_test_allocator c = {0};
+    kd_allocator a;
+    kd_test_allocator_hook(&c, &a);
     kd_model *loaded = NULL;
     kd_optimizer *loaded_opt = NULL;
     assert_int_equal(kd_checkpoint_load(&loaded, &loaded_opt, path, &a), KD_OK);
@@ -498,7 +473,7 @@ static void check_round_trip(kd_optimizer_kind kind, const char *name)
     kd_optimizer_destroy(fresh);
     kd_optimizer_destroy(loaded_opt);
     kd_model_destroy(loaded);
-    assert_int_equal(c.live, 0);
+    assert_true(kd_test_allocator_clean(&c));
     kd_optimizer_destroy(opt);
     kd_model_destroy(model);
     unlink(path);
@@ -583,24 +558,25 @@ static void load_allocation_failures(void **state)
     size_t n = 1;
     for (;; n++) {
         assert_true(n < 100);
-        counting c = {0, 0, 0, n};
-        kd_allocator a = {sizeof(kd_allocator), counting_allocate, counting_release, &c};
+        kd_test_allocator c = {.fail_at = n};
+        kd_allocator a;
+        kd_test_allocator_hook(&c, &a);
         kd_model *loaded = SENTINEL_MODEL;
         kd_optimizer *loaded_opt = SENTINEL_OPTIMIZER;
         kd_status status = kd_checkpoint_load(&loaded, &loaded_opt, path, &a);
         if (status == KD_OK) {
-            assert_true(c.allocations < n);
+            assert_true(c.calls < n);
             c.fail_at = 0; /* the comparison's forward passes allocate too */
             assert_same_model(model, loaded);
             kd_optimizer_destroy(loaded_opt);
             kd_model_destroy(loaded);
-            assert_int_equal(c.live, 0);
+            assert_true(kd_test_allocator_clean(&c));
             break;
         }
         assert_int_equal(status, KD_ERROR_OUT_OF_MEMORY);
         assert_ptr_equal(loaded, SENTINEL_MODEL);
         assert_ptr_equal(loaded_opt, SENTINEL_OPTIMIZER);
-        assert_int_equal(c.live, 0);
+        assert_true(kd_test_allocator_clean(&c));
     }
     assert_true(n > 2); /* at least the model's and the optimizer's blocks */
     kd_optimizer_destroy(opt);
@@ -1028,9 +1004,9 @@ static void bad_paths_and_arguments(void **state)
     kd_optimizer *opt = SENTINEL_OPTIMIZER;
     assert_int_equal(kd_checkpoint_load(NULL, &opt, path, NULL), KD_ERROR_NULL_POINTER);
     assert_int_equal(kd_checkpoint_load(&model, &opt, NULL, NULL), KD_ERROR_NULL_POINTER);
-    kd_allocator bad = {sizeof(kd_allocator) - 1, counting_allocate, counting_release, NULL};
+    kd_allocator bad = {sizeof(kd_allocator) - 1, kd_test_allocate, kd_test_release, NULL};
     assert_int_equal(kd_checkpoint_load(&model, &opt, path, &bad), KD_ERROR_INVALID_ARGUMENT);
-    kd_allocator no_release = {sizeof(kd_allocator), counting_allocate, NULL, NULL};
+    kd_allocator no_release = {sizeof(kd_allocator), kd_test_allocate, NULL, NULL};
     assert_int_equal(kd_checkpoint_load(&model, &opt, path, &no_release), KD_ERROR_INVALID_ARGUMENT);
     assert_ptr_equal(model, SENTINEL_MODEL);
     assert_ptr_equal(opt, SENTINEL_OPTIMIZER);

@@ -601,7 +601,7 @@ static void hard_loss_null_arguments(void **state)
 static void alloc_array_refuses_bad_sizes(void **state)
 {
     (void)state;
-    kd_test_allocator counter = {0, 0, 0, 0};
+    kd_test_allocator counter = {0};
     kd_allocator hook;
     kd_test_allocator_hook(&counter, &hook);
     assert_null(kd_alloc_array(&hook, 0, 4));

@@ -17,42 +17,6 @@
 
 #include "support.h"
 
-/* --- a counting allocator that can fail its n-th allocation -------------------------------- */
-
-typedef struct counting {
-    size_t live;        /* blocks allocated and not yet released */
-    size_t allocations; /* calls of allocate, failed ones included */
-    size_t fail_at;     /* the call number that returns NULL; 0: never */
-} counting;
-
-static void *counting_allocate(void *user, size_t bytes)
-{
-    counting *c = user;
-    assert_true(bytes > 0);
-    c->allocations++;
-    if (c->fail_at != 0 && c->allocations == c->fail_at)
-        return NULL;
-    void *block = malloc(bytes);
-    if (block != NULL)
-        c->live++;
-    return block;
-}
-
-static void counting_release(void *user, void *block)
-{
-    counting *c = user;
-    assert_non_null(block);
-    assert_true(c->live > 0);
-    c->live--;
-    free(block);
-}
-
-static kd_allocator counting_allocator(counting *c)
-{
-    kd_allocator a = {sizeof(kd_allocator), counting_allocate, counting_release, c};
-    return a;
-}
-
 /* --- a double-precision reference of the dense network ------------------------------------- */
 
 #define MAX_LAYERS 8
@@ -895,7 +859,7 @@ static void optimizer_parameters(void **state)
                      KD_ERROR_INVALID_ARGUMENT);
     assert_int_equal(kd_optimizer_create(&untouched, (kd_optimizer_kind)-1, model, NULL),
                      KD_ERROR_INVALID_ARGUMENT);
-    kd_allocator bad_allocator = {sizeof(kd_allocator) - 1, counting_allocate, counting_release, NULL};
+    kd_allocator bad_allocator = {sizeof(kd_allocator) - 1, kd_test_allocate, kd_test_release, NULL};
     assert_int_equal(kd_optimizer_create(&untouched, KD_OPTIMIZER_SGD, model, &bad_allocator),
                      KD_ERROR_INVALID_ARGUMENT);
     assert_ptr_equal(untouched, sgd);
@@ -1261,7 +1225,7 @@ static void host_model_bad_callbacks(void **state)
     assert_int_equal(kd_model_create_host(&model, &cb, h, 0, 3, 15, NULL), KD_ERROR_ZERO_SIZE);
     assert_int_equal(kd_model_create_host(&model, &cb, h, 4, 0, 15, NULL), KD_ERROR_ZERO_SIZE);
     assert_int_equal(kd_model_create_host(&model, &cb, h, 4, 3, 0, NULL), KD_ERROR_ZERO_SIZE);
-    kd_allocator bad = {sizeof(kd_allocator), NULL, counting_release, NULL};
+    kd_allocator bad = {sizeof(kd_allocator), NULL, kd_test_release, NULL};
     assert_int_equal(kd_model_create_host(&model, &cb, h, 4, 3, 15, &bad), KD_ERROR_INVALID_ARGUMENT);
     assert_ptr_equal(model, sentinel);
 
@@ -1525,8 +1489,9 @@ static void no_allocation_per_step(void **state)
 {
     (void)state;
     enum { ROWS = 64, C = 3 };
-    counting c = {0, 0, 0};
-    kd_allocator a = counting_allocator(&c);
+    kd_test_allocator c = {0};
+    kd_allocator a;
+    kd_test_allocator_hook(&c, &a);
     const size_t widths[] = {2, 32, 32, C};
     kd_model *model = NULL;
     kd_optimizer *opt = NULL;
@@ -1538,7 +1503,7 @@ static void no_allocation_per_step(void **state)
     assert_int_equal(kd_optimizer_create(&opt, KD_OPTIMIZER_ADAM, model, &a), KD_OK);
     assert_int_equal(kd_loss_create(&loss, &a), KD_OK);
     assert_int_equal(kd_trainer_create(&trainer, model, opt, loss, &a), KD_OK);
-    assert_true(c.allocations > 0); /* the allocator is really used */
+    assert_true(c.calls > 0); /* the allocator is really used */
     assert_int_equal(kd_trainer_reserve(trainer, ROWS), KD_OK);
 
     static float x[ROWS * 2], teacher[ROWS * C], logits[ROWS * C];
@@ -1548,7 +1513,7 @@ static void no_allocation_per_step(void **state)
     fill_normal_f(&rng, teacher, ROWS * C, 2.0);
     for (size_t i = 0; i < ROWS; i++)
         labels[i] = (int32_t)(i % C);
-    const size_t allocations = c.allocations, live = c.live;
+    const size_t allocations = c.calls, live = c.live;
     const size_t rows[10] = {64, 1, 17, 64, 33, 2, 64, 63, 8, 64};
     for (int s = 0; s < 10; s++) {
         float values[KD_LOSS_VALUE_COUNT];
@@ -1559,14 +1524,14 @@ static void no_allocation_per_step(void **state)
     assert_int_equal(kd_model_forward(model, x, ROWS, KD_MODE_TRAINING, logits), KD_OK);
     assert_int_equal(kd_model_backward(model, logits, ROWS), KD_OK);
     assert_int_equal(kd_optimizer_step(opt, model), KD_OK);
-    assert_int_equal(c.allocations, allocations);
+    assert_int_equal(c.calls, allocations);
     assert_int_equal(c.live, live);
 
     kd_trainer_destroy(trainer);
     kd_loss_destroy(loss);
     kd_optimizer_destroy(opt);
     kd_model_destroy(model);
-    assert_int_equal(c.live, 0);
+    assert_true(kd_test_allocator_clean(&c));
 }
 
 /* Failing the n-th allocation, for n = 1, 2, ...: each failure is KD_ERROR_OUT_OF_MEMORY from
@@ -1586,8 +1551,9 @@ static void allocation_failures(void **state)
     size_t n = 1;
     for (;; n++) {
         assert_true(n < 1000); /* the walk ends */
-        counting c = {0, 0, n};
-        kd_allocator a = counting_allocator(&c);
+        kd_test_allocator c = {.fail_at = n};
+        kd_allocator a;
+        kd_test_allocator_hook(&c, &a);
         kd_model *model = NULL;
         kd_optimizer *opt = NULL;
         kd_loss *loss = NULL;
@@ -1619,33 +1585,35 @@ static void allocation_failures(void **state)
         kd_loss_destroy(loss);
         kd_optimizer_destroy(opt);
         kd_model_destroy(model);
-        if (c.live != 0)
-            fail_msg("allocation %zu failing: %zu blocks leaked", n, c.live);
+        if (!kd_test_allocator_clean(&c))
+            fail_msg("allocation %zu failing: %zu blocks leaked (bad release %d, 0-byte request %d)",
+                     n, c.live, c.bad_release, c.zero_request);
         if (status == KD_OK) {
-            assert_true(c.allocations < n); /* the failure point was never reached */
+            assert_true(c.calls < n); /* the failure point was never reached */
             break;
         }
         if (status != KD_ERROR_OUT_OF_MEMORY)
             fail_msg("allocation %zu failing: status %d", n, (int)status);
-        assert_true(c.allocations >= n);
+        assert_true(c.calls >= n);
     }
     assert_true(n > 6); /* model, optimizer, loss, trainer and the step's buffers */
 
     /* A forward pass that cannot grow its buffers: OOM, logits untouched, and no backward. */
-    counting c = {0, 0, 0};
-    kd_allocator a = counting_allocator(&c);
+    kd_test_allocator c = {0};
+    kd_allocator a;
+    kd_test_allocator_hook(&c, &a);
     kd_model *model = NULL;
     assert_int_equal(kd_model_create_dense(&model, widths, 4, 1, &a), KD_OK);
-    c.fail_at = c.allocations + 1;
+    c.fail_at = c.calls + 1;
     kd_test_fill_sentinel(logits, ROWS * C);
     assert_int_equal(kd_model_forward(model, x, ROWS, KD_MODE_TRAINING, logits), KD_ERROR_OUT_OF_MEMORY);
     assert_true(kd_test_is_sentinel(logits, ROWS * C));
     assert_int_equal(kd_model_backward(model, logits, ROWS), KD_ERROR_SHAPE_MISMATCH);
-    c.fail_at = c.allocations + 1;
+    c.fail_at = c.calls + 1;
     assert_int_equal(kd_model_reserve(model, ROWS), KD_ERROR_OUT_OF_MEMORY);
     assert_int_equal(kd_model_forward(model, x, ROWS, KD_MODE_TRAINING, logits), KD_OK);
     kd_model_destroy(model);
-    assert_int_equal(c.live, 0);
+    assert_true(kd_test_allocator_clean(&c));
 }
 
 /* --- 8. bad arguments ----------------------------------------------------------------------- */
@@ -1672,8 +1640,8 @@ static void bad_arguments(void **state)
     /* Each width fine, the product not: 2^32 x 2^32 weights. */
     const size_t product[] = {(size_t)1 << 32, (size_t)1 << 32};
     assert_int_equal(kd_model_create_dense(&model, product, 2, 1, NULL), KD_ERROR_SIZE_OVERFLOW);
-    kd_allocator bad_size = {sizeof(kd_allocator) - 1, counting_allocate, counting_release, NULL};
-    kd_allocator bad_release = {sizeof(kd_allocator), counting_allocate, NULL, NULL};
+    kd_allocator bad_size = {sizeof(kd_allocator) - 1, kd_test_allocate, kd_test_release, NULL};
+    kd_allocator bad_release = {sizeof(kd_allocator), kd_test_allocate, NULL, NULL};
     assert_int_equal(kd_model_create_dense(&model, widths, 3, 1, &bad_size), KD_ERROR_INVALID_ARGUMENT);
     assert_int_equal(kd_model_create_dense(&model, widths, 3, 1, &bad_release), KD_ERROR_INVALID_ARGUMENT);
     assert_ptr_equal(model, sentinel);
