@@ -49,20 +49,6 @@ INLINE __m256 tail8(__m256 x)
     return _mm256_fmadd_ps(y, x, SPLAT(c[0]));
 }
 
-/* The same for |x| < 2: tail8(x) + x^8 times the next terms, up to 1/16!. */
-INLINE __m256 long_tail8(__m256 x, __m256 short_tail)
-{
-    const float *c = kd_fast_tail_coefficients;
-    __m256 y = _mm256_fmadd_ps(SPLAT(c[14]), x, SPLAT(c[13]));
-    y = _mm256_fmadd_ps(y, x, SPLAT(c[12]));
-    y = _mm256_fmadd_ps(y, x, SPLAT(c[11]));
-    y = _mm256_fmadd_ps(y, x, SPLAT(c[10]));
-    y = _mm256_fmadd_ps(y, x, SPLAT(c[9]));
-    y = _mm256_fmadd_ps(y, x, SPLAT(c[8]));
-    __m256 x2 = _mm256_mul_ps(x, x), x4 = _mm256_mul_ps(x2, x2);
-    return _mm256_fmadd_ps(_mm256_mul_ps(x4, x4), y, short_tail);
-}
-
 INLINE __m256 abs8(__m256 x)
 {
     return _mm256_andnot_ps(SPLAT(-0.0f), x);
@@ -207,26 +193,51 @@ INLINE double total(__m256d s)
 
 /* The row sums. Sums of non-negative terms (the exponentials, sum w phi(b) and -sum w u) are
  * kept in float for a block of four vectors and then added in double; the signed sum w b, on
- * which the gradient's log-ratio rests, goes to double every vector. */
-enum { SUM_BLOCKS = 5, BLOCK = 4 };
-/* The block sums, in this order. */
-enum { STUDENT_REST, TEACHER_REST, HARD_REST, OUTSIDE, MINUS_WU, WPHI = 0 };
-typedef struct row_acc {
-    __m256 block[SUM_BLOCKS];
-    __m256 overflow;
-    __m256d total[SUM_BLOCKS], wb;
-} row_acc;
+ * which the gradient's log-ratio rests, goes to double every vector. The per-vector state is
+ * in local variables (registers), the row's constants loaded once: stores to the row store
+ * could otherwise alias them. */
+enum { BLOCK = 4 };
 
-/* phi(b) = e^-b - 1 + b per lane (b >= -KD_FAST_PHI_LIMIT where kept): by the Taylor series
- * of the tail for |b| < 2 (its short form when every lane is below 1/2), else directly. */
+/* What the sums pass needs of kd_fast_row_consts, as vectors. */
+typedef struct sums_consts {
+    __m256 zmax, vmax, inv_t, delta, centre;
+    int entropy, squarings;
+} sums_consts;
+
+/* One block's float sums. */
+typedef struct block_sums {
+    __m256 student, teacher, hard, outside, minus_wu;
+} block_sums;
+
+/* The row's double sums. */
+typedef struct row_totals {
+    __m256d student, teacher, hard, outside, minus_wu, wb;
+} row_totals;
+
+/* (e^x - 1 - x) / x^2 for |x| <= 2: its degree-10 Chebyshev fit on [-2, 2] (mpmath
+ * chebyfit; 1e-9 relative in exact arithmetic, 1.0e-7 evaluated in float, against 1.5e-7 for
+ * the Taylor series to 1/16! in float). */
+INLINE __m256 wide_tail8(__m256 x)
+{
+    __m256 y = _mm256_fmadd_ps(SPLAT(2.217603754e-09f), x, SPLAT(2.687874207e-08f));
+    y = _mm256_fmadd_ps(y, x, SPLAT(2.750486157e-07f));
+    y = _mm256_fmadd_ps(y, x, SPLAT(2.748347288e-06f));
+    y = _mm256_fmadd_ps(y, x, SPLAT(2.480250925e-05f));
+    y = _mm256_fmadd_ps(y, x, SPLAT(1.984256848e-04f));
+    y = _mm256_fmadd_ps(y, x, SPLAT(1.388888229e-03f));
+    y = _mm256_fmadd_ps(y, x, SPLAT(8.333324035e-03f));
+    y = _mm256_fmadd_ps(y, x, SPLAT(4.166666680e-02f));
+    y = _mm256_fmadd_ps(y, x, SPLAT(1.666666685e-01f));
+    return _mm256_fmadd_ps(y, x, SPLAT(0.5f));
+}
+
+/* phi(b) = e^-b - 1 + b per lane (b >= -KD_FAST_PHI_LIMIT where kept): b^2 wide_tail8(-b)
+ * for |b| < 2, else directly. */
 INLINE __m256 phi8(__m256 b, __m256 kept)
 {
-    __m256 x = _mm256_sub_ps(_mm256_setzero_ps(), b), size = abs8(b);
-    __m256 tail = tail8(x);
-    if (_mm256_movemask_ps(_mm256_and_ps(kept, _mm256_cmp_ps(size, SPLAT(0.5f), _CMP_GE_OQ))))
-        tail = long_tail8(x, tail);
-    __m256 phi = _mm256_mul_ps(_mm256_mul_ps(b, b), tail);
-    __m256 far = _mm256_and_ps(kept, _mm256_cmp_ps(size, SPLAT(2.0f), _CMP_GE_OQ));
+    __m256 x = _mm256_sub_ps(_mm256_setzero_ps(), b);
+    __m256 phi = _mm256_mul_ps(_mm256_mul_ps(b, b), wide_tail8(x));
+    __m256 far = _mm256_and_ps(kept, _mm256_cmp_ps(abs8(b), SPLAT(2.0f), _CMP_GE_OQ));
     if (_mm256_movemask_ps(far)) {
         __m256 direct = _mm256_add_ps(_mm256_sub_ps(exp8(_mm256_min_ps(x, SPLAT(KD_FAST_PHI_LIMIT))),
                                                     SPLAT(1.0f)), b);
@@ -244,62 +255,73 @@ INLINE __m256 add_rest(__m256 sum, __m256 x, __m256 rest, int masked)
 /* One vector of the sums pass; what the later passes need goes to out[0], out[n], out[2n]
  * and out[3n] (KD_FAST_STORE_ROWS). When `masked`, the rest sums take only the lanes of zrest
  * and vrest (the first maxima are left out); else every lane. */
-INLINE void sums_step(const kd_fast_row_consts *c, __m256 zi, __m256 vi, row_acc *a,
-                      int teacher, int label, int masked, __m256 zrest, __m256 vrest,
-                      float *out, size_t n)
+INLINE void sums_step(sums_consts k, __m256 zi, __m256 vi, block_sums *s, __m256d *wb,
+                      int teacher, int label, int masked, __m256 zrest, __m256 vrest, float *out,
+                      size_t n)
 {
-    const __m256 zero = _mm256_setzero_ps(), inv_t = SPLAT(c->inv_t);
-    __m256 dz = _mm256_sub_ps(zi, SPLAT(c->zmax));
-    __m256 es = teacher ? exp8(_mm256_mul_ps(dz, inv_t)) : zero;
+    const __m256 zero = _mm256_setzero_ps();
+    __m256 dz = _mm256_sub_ps(zi, k.zmax);
+    __m256 es = teacher ? exp8(_mm256_mul_ps(dz, k.inv_t)) : zero;
     if (label) {
-        /* e^dz = (e^(dz / T))^T by squaring when T = 2^k, k = c->squarings < 4 */
-        const int stored = !teacher || c->squarings < 0;
+        /* e^dz = (e^(dz / T))^T by squaring when T = 2^j, j = k.squarings < 4 (a constant
+         * of the loop: every value has its own) */
+        const int stored = !teacher || k.squarings < 0;
         __m256 e1 = stored ? exp8(dz) : es;
-        for (int k = 0; !stored && k < c->squarings; k++)
+        for (int j = 0; !stored && j < k.squarings; j++)
             e1 = _mm256_mul_ps(e1, e1);
         if (stored)
             _mm256_storeu_ps(out + 3 * n, e1);
-        a->block[HARD_REST] = add_rest(a->block[HARD_REST], e1, zrest, masked);
+        s->hard = add_rest(s->hard, e1, zrest, masked);
     }
     if (!teacher)
         return;
-    __m256 u = _mm256_mul_ps(_mm256_sub_ps(vi, SPLAT(c->vmax)), inv_t);
+    __m256 u = _mm256_mul_ps(_mm256_sub_ps(vi, k.vmax), k.inv_t);
     __m256 w = exp8(u);
-    __m256 r = _mm256_sub_ps(_mm256_sub_ps(vi, zi), SPLAT(c->delta));
+    __m256 r = _mm256_sub_ps(_mm256_sub_ps(vi, zi), k.delta);
     _mm256_storeu_ps(out, es);
     _mm256_storeu_ps(out + n, w);
     _mm256_storeu_ps(out + 2 * n, r);
-    a->block[STUDENT_REST] = add_rest(a->block[STUDENT_REST], es, zrest, masked);
-    a->block[TEACHER_REST] = add_rest(a->block[TEACHER_REST], w, vrest, masked);
+    s->student = add_rest(s->student, es, zrest, masked);
+    s->teacher = add_rest(s->teacher, w, vrest, masked);
     __m256 kept = _mm256_cmp_ps(w, zero, _CMP_GT_OQ);
-    a->block[OUTSIDE] = _mm256_add_ps(a->block[OUTSIDE], _mm256_andnot_ps(kept, es));
-    __m256 b = _mm256_fmsub_ps(r, inv_t, SPLAT(c->centre));
-    a->wb = add_double(a->wb, _mm256_mul_ps(w, _mm256_and_ps(kept, b)));
-    if (c->entropy)
-        a->block[MINUS_WU] = _mm256_fnmadd_ps(w, _mm256_and_ps(kept, u), a->block[MINUS_WU]);
+    s->outside = _mm256_add_ps(s->outside, _mm256_andnot_ps(kept, es));
+    __m256 b = _mm256_fmsub_ps(r, k.inv_t, k.centre);
+    *wb = add_double(*wb, _mm256_mul_ps(w, _mm256_and_ps(kept, b)));
+    if (k.entropy)
+        s->minus_wu = _mm256_fnmadd_ps(w, _mm256_and_ps(kept, u), s->minus_wu);
 }
 
-INLINE void flush(row_acc *a, int blocks)
+/* Adds a block's sums to the row's. */
+INLINE void flush(row_totals *t, block_sums s)
 {
-    for (int k = 0; k < blocks; k++) {
-        a->total[k] = add_double(a->total[k], a->block[k]);
-        a->block[k] = _mm256_setzero_ps();
-    }
+    t->student = add_double(t->student, s.student);
+    t->teacher = add_double(t->teacher, s.teacher);
+    t->hard = add_double(t->hard, s.hard);
+    t->outside = add_double(t->outside, s.outside);
+    t->minus_wu = add_double(t->minus_wu, s.minus_wu);
+}
+
+INLINE block_sums no_sums(void)
+{
+    const __m256 zero = _mm256_setzero_ps();
+    return (block_sums){zero, zero, zero, zero, zero};
 }
 
 /* The full vectors [from, to) of a row, every lane in the rest sums. */
-INLINE void sums_range(const float *z, const float *v, size_t n, const kd_fast_row_consts *c,
-                       row_acc *a, float *store, int teacher, int label, size_t from, size_t to)
+INLINE void sums_range(const float *z, const float *v, size_t n, sums_consts k, row_totals *t,
+                       float *store, int teacher, int label, size_t from, size_t to)
 {
     const __m256 zero = _mm256_setzero_ps();
-    size_t steps = 0;
-    for (size_t i = from; i < to; i += 8) {
-        sums_step(c, _mm256_loadu_ps(z + i), teacher ? _mm256_loadu_ps(v + i) : zero, a,
-                  teacher, label, 0, zero, zero, store + i, n);
-        if (++steps % BLOCK == 0)
-            flush(a, SUM_BLOCKS);
+    __m256d wb = t->wb;
+    for (size_t i = from; i < to;) {
+        block_sums s = no_sums();
+        const size_t end = to - i > 8 * BLOCK ? i + 8 * BLOCK : to;
+        for (; i < end; i += 8)
+            sums_step(k, _mm256_loadu_ps(z + i), teacher ? _mm256_loadu_ps(v + i) : zero, &s,
+                      &wb, teacher, label, 0, zero, zero, store + i, n);
+        flush(t, s);
     }
-    flush(a, SUM_BLOCKS);
+    t->wb = wb;
 }
 
 /* A lane mask of every lane but `lane` (none left out when lane >= 8). */
@@ -313,28 +335,33 @@ INLINE __m256 other_lanes(size_t lane)
 /* The vector at i (a full one, or the row's last n % 8 classes), without the first maxima in
  * the rest sums. */
 INLINE void sums_special(const float *z, const float *v, size_t n, const kd_fast_row_consts *c,
-                         row_acc *a, float *store, int teacher, int label, size_t i)
+                         sums_consts k, row_totals *t, float *store, int teacher, int label,
+                         size_t i)
 {
     const __m256 zero = _mm256_setzero_ps();
-    /* lane k is class i + k: the lanes other than the first maxima's */
+    /* lane j is class i + j: the lanes other than the first maxima's */
     const __m256 zrest = other_lanes(c->zfirst - i), vrest = other_lanes(c->vfirst - i);
+    block_sums s = no_sums();
     if (i + 8 <= n) {
-        sums_step(c, _mm256_loadu_ps(z + i), teacher ? _mm256_loadu_ps(v + i) : zero, a, teacher,
-                  label, 1, zrest, vrest, store + i, n);
+        sums_step(k, _mm256_loadu_ps(z + i), teacher ? _mm256_loadu_ps(v + i) : zero, &s, &t->wb,
+                  teacher, label, 1, zrest, vrest, store + i, n);
     } else {
         const size_t left = n - i;
         float tail[KD_FAST_STORE_ROWS * 8] = {0.0f};
-        sums_step(c, load_tail(z + i, left), teacher ? load_tail(v + i, left) : zero, a, teacher,
-                  label, 1, zrest, vrest, tail, 8);
-        for (size_t k = 0; k < KD_FAST_STORE_ROWS; k++)
-            _mm256_maskstore_ps(store + k * n + i, tail_mask(left), _mm256_loadu_ps(tail + 8 * k));
+        sums_step(k, load_tail(z + i, left), teacher ? load_tail(v + i, left) : zero, &s, &t->wb,
+                  teacher, label, 1, zrest, vrest, tail, 8);
+        for (size_t row = 0; row < KD_FAST_STORE_ROWS; row++)
+            _mm256_maskstore_ps(store + row * n + i, tail_mask(left),
+                                _mm256_loadu_ps(tail + 8 * row));
     }
-    flush(a, SUM_BLOCKS);
+    flush(t, s);
 }
 
 INLINE void sums_loop(const float *z, const float *v, size_t n, const kd_fast_row_consts *c,
-                      row_acc *a, float *store, int teacher, int label)
+                      row_totals *t, float *store, int teacher, int label, int squarings)
 {
+    const sums_consts k = {SPLAT(c->zmax), SPLAT(c->vmax), SPLAT(c->inv_t), SPLAT(c->delta),
+                           SPLAT(c->centre), c->entropy, squarings};
     /* The vectors holding the first maxima (and the partial last one) are special: every
      * other vector adds all its lanes to the rest sums. */
     const size_t full = n / 8 * 8;
@@ -345,96 +372,117 @@ INLINE void sums_loop(const float *z, const float *v, size_t n, const kd_fast_ro
         cut[1] = swap;
     }
     size_t from = 0;
-    for (int k = 0; k < 3; k++) {
-        if (cut[k] < from)
+    for (int j = 0; j < 3; j++) {
+        if (cut[j] < from)
             continue; /* the same vector as the previous cut */
-        sums_range(z, v, n, c, a, store, teacher, label, from, cut[k]);
-        if (cut[k] < n)
-            sums_special(z, v, n, c, a, store, teacher, label, cut[k]);
-        from = cut[k] + 8;
+        sums_range(z, v, n, k, t, store, teacher, label, from, cut[j]);
+        if (cut[j] < n)
+            sums_special(z, v, n, c, k, t, store, teacher, label, cut[j]);
+        from = cut[j] + 8;
     }
 }
 
 static void avx2_sums(const float *z, const float *v, size_t n, const kd_fast_row_consts *c,
                       kd_fast_row_sums *out, float *store)
 {
-    row_acc a;
-    memset(&a, 0, sizeof a);
-    if (c->teacher && c->label)
-        sums_loop(z, v, n, c, &a, store, 1, 1);
-    else if (c->teacher)
-        sums_loop(z, v, n, c, &a, store, 1, 0);
-    else
-        sums_loop(z, v, n, c, &a, store, 0, 1);
-    out->student_rest = total(a.total[STUDENT_REST]);
-    out->teacher_rest = total(a.total[TEACHER_REST]);
-    out->hard_rest = total(a.total[HARD_REST]);
-    out->outside = total(a.total[OUTSIDE]);
-    out->wb = total(a.wb);
-    out->wu = -total(a.total[MINUS_WU]);
+    const __m256d zero = _mm256_setzero_pd();
+    row_totals t = {zero, zero, zero, zero, zero, zero};
+    if (c->teacher && c->label) {
+        switch (c->squarings) {
+        case 0: sums_loop(z, v, n, c, &t, store, 1, 1, 0); break;
+        case 1: sums_loop(z, v, n, c, &t, store, 1, 1, 1); break;
+        case 2: sums_loop(z, v, n, c, &t, store, 1, 1, 2); break;
+        case 3: sums_loop(z, v, n, c, &t, store, 1, 1, 3); break;
+        default: sums_loop(z, v, n, c, &t, store, 1, 1, -1); break;
+        }
+    } else if (c->teacher) {
+        sums_loop(z, v, n, c, &t, store, 1, 0, -1);
+    } else {
+        sums_loop(z, v, n, c, &t, store, 0, 1, -1);
+    }
+    out->student_rest = total(t.student);
+    out->teacher_rest = total(t.teacher);
+    out->hard_rest = total(t.hard);
+    out->outside = total(t.outside);
+    out->wb = total(t.wb);
+    out->wu = -total(t.minus_wu);
 }
 
 /* One vector of the phi pass: adds w phi(b) where w > 0. */
-INLINE void phi_step(__m256 r, __m256 w, __m256 inv_t, __m256 centre, row_acc *a)
+INLINE void phi_step(__m256 r, __m256 w, __m256 inv_t, __m256 centre, __m256 *sum,
+                     __m256 *overflow)
 {
     __m256 kept = _mm256_cmp_ps(w, _mm256_setzero_ps(), _CMP_GT_OQ);
     __m256 b = _mm256_and_ps(kept, _mm256_fmsub_ps(r, inv_t, centre));
-    a->overflow = _mm256_or_ps(a->overflow, _mm256_cmp_ps(b, SPLAT(-KD_FAST_PHI_LIMIT), _CMP_LT_OQ));
-    a->block[WPHI] = _mm256_fmadd_ps(w, phi8(b, kept), a->block[WPHI]);
+    *overflow = _mm256_or_ps(*overflow, _mm256_cmp_ps(b, SPLAT(-KD_FAST_PHI_LIMIT), _CMP_LT_OQ));
+    *sum = _mm256_fmadd_ps(w, phi8(b, kept), *sum);
 }
 
 static double avx2_phi(size_t n, float inv_t, float centre, const float *store, int *overflow)
 {
-    row_acc a;
-    memset(&a, 0, sizeof a);
     const float *w = store + n, *r = store + 2 * n;
     const __m256 inv = SPLAT(inv_t), mean = SPLAT(centre);
-    size_t i = 0, steps = 0;
-    for (; i + 8 <= n; i += 8) {
-        phi_step(_mm256_loadu_ps(r + i), _mm256_loadu_ps(w + i), inv, mean, &a);
-        if (++steps % BLOCK == 0)
-            flush(&a, 1);
+    __m256 over = _mm256_setzero_ps();
+    __m256d sum = _mm256_setzero_pd();
+    size_t i = 0;
+    while (i + 8 <= n) {
+        __m256 block = _mm256_setzero_ps();
+        const size_t end = n - i >= 8 * BLOCK ? i + 8 * BLOCK : n / 8 * 8;
+        for (; i < end; i += 8)
+            phi_step(_mm256_loadu_ps(r + i), _mm256_loadu_ps(w + i), inv, mean, &block, &over);
+        sum = add_double(sum, block);
     }
-    if (i < n) /* w = 0 in the padding */
-        phi_step(load_stored_tail(r + i, n - i), load_stored_tail(w + i, n - i), inv, mean, &a);
-    flush(&a, 1);
-    *overflow = _mm256_movemask_ps(a.overflow) != 0;
-    return total(a.total[WPHI]);
+    if (i < n) { /* w = 0 in the padding */
+        __m256 block = _mm256_setzero_ps();
+        phi_step(load_stored_tail(r + i, n - i), load_stored_tail(w + i, n - i), inv, mean,
+                 &block, &over);
+        sum = add_double(sum, block);
+    }
+    *overflow = _mm256_movemask_ps(over) != 0;
+    return total(sum);
 }
 
 /* One vector of the gradient, from the store's es, eq and r (e1: its stored e^(z - zmax), or
  * es squared). */
-INLINE __m256 grad_step(const kd_fast_row_consts *c, const kd_fast_grad_consts *g, __m256 es,
-                        __m256 eq, __m256 r, __m256 e1, int teacher, int label)
+/* What the gradient pass needs of the row's constants, as vectors (loaded once). */
+typedef struct grad_consts {
+    __m256 inv_zs, inv_zq, inv_t, shift, soft, hard, inv_z1;
+    int squarings; /* of es into e1, or -1: e1 is stored */
+} grad_consts;
+
+INLINE __m256 grad_step(grad_consts k, __m256 es, __m256 eq, __m256 r, __m256 e1, int teacher,
+                        int label)
 {
     __m256 x = _mm256_setzero_ps();
     if (teacher) {
-        __m256 p = _mm256_mul_ps(es, SPLAT(g->inv_zs));
-        __m256 q = _mm256_mul_ps(eq, SPLAT(g->inv_zq));
-        __m256 d = _mm256_fmsub_ps(r, SPLAT(c->inv_t), SPLAT(g->shift));
+        __m256 p = _mm256_mul_ps(es, k.inv_zs);
+        __m256 q = _mm256_mul_ps(eq, k.inv_zq);
+        __m256 d = _mm256_fmsub_ps(r, k.inv_t, k.shift);
         __m256 m = _mm256_sub_ps(_mm256_setzero_ps(), d); /* expm1(m) = m + m^2 tail(m) */
         __m256 near = _mm256_mul_ps(q, _mm256_fmadd_ps(_mm256_mul_ps(m, m), tail8(m), m));
-        x = _mm256_mul_ps(SPLAT(g->soft), _mm256_blendv_ps(_mm256_sub_ps(p, q), near, small8(d)));
+        x = _mm256_mul_ps(k.soft, _mm256_blendv_ps(_mm256_sub_ps(p, q), near, small8(d)));
     }
     if (label) {
-        const int stored = !teacher || c->squarings < 0;
-        for (int k = 0; !stored && k < c->squarings; k++)
+        for (int j = 0; j < k.squarings; j++)
             e1 = _mm256_mul_ps(e1, e1);
-        x = _mm256_fmadd_ps(SPLAT(g->hard), _mm256_mul_ps(e1, SPLAT(g->inv_z1)), x);
+        x = _mm256_fmadd_ps(k.hard, _mm256_mul_ps(e1, k.inv_z1), x);
     }
     return x;
 }
 
+/* squarings: as c->squarings with a teacher, else -1 (a constant of the loop) */
 INLINE void grad_loop(size_t n, const kd_fast_row_consts *c, const kd_fast_grad_consts *g,
-                      const float *store, float *grad, int teacher, int label)
+                      const float *store, float *grad, int teacher, int label, int squarings)
 {
     const float *es = store, *eq = store + n, *r = store + 2 * n;
-    const float *e1 = teacher && c->squarings >= 0 ? es : store + 3 * n;
+    const float *e1 = squarings >= 0 ? es : store + 3 * n;
+    const grad_consts k = {SPLAT(g->inv_zs), SPLAT(g->inv_zq), SPLAT(c->inv_t), SPLAT(g->shift),
+                           SPLAT(g->soft),   SPLAT(g->hard),   SPLAT(g->inv_z1), squarings};
     const __m256 zero = _mm256_setzero_ps();
     const int stream = g->stream && (uintptr_t)grad % 32 == 0;
     size_t i = 0;
     for (; i + 8 <= n; i += 8) {
-        __m256 x = grad_step(c, g, teacher ? _mm256_loadu_ps(es + i) : zero,
+        __m256 x = grad_step(k, teacher ? _mm256_loadu_ps(es + i) : zero,
                              teacher ? _mm256_loadu_ps(eq + i) : zero,
                              teacher ? _mm256_loadu_ps(r + i) : zero,
                              label ? _mm256_loadu_ps(e1 + i) : zero, teacher, label);
@@ -448,7 +496,7 @@ INLINE void grad_loop(size_t n, const kd_fast_row_consts *c, const kd_fast_grad_
     if (i < n) {
         const size_t left = n - i;
         _mm256_maskstore_ps(grad + i, tail_mask(left),
-                            grad_step(c, g, teacher ? load_stored_tail(es + i, left) : zero,
+                            grad_step(k, teacher ? load_stored_tail(es + i, left) : zero,
                                       teacher ? load_stored_tail(eq + i, left) : zero,
                                       teacher ? load_stored_tail(r + i, left) : zero,
                                       label ? load_stored_tail(e1 + i, left) : zero, teacher,
@@ -459,12 +507,19 @@ INLINE void grad_loop(size_t n, const kd_fast_row_consts *c, const kd_fast_grad_
 static void avx2_grad(size_t n, const kd_fast_row_consts *c, const kd_fast_grad_consts *g,
                       const float *store, float *grad)
 {
-    if (c->teacher && c->label)
-        grad_loop(n, c, g, store, grad, 1, 1);
-    else if (c->teacher)
-        grad_loop(n, c, g, store, grad, 1, 0);
-    else
-        grad_loop(n, c, g, store, grad, 0, 1);
+    if (c->teacher && c->label) {
+        switch (c->squarings) {
+        case 0: grad_loop(n, c, g, store, grad, 1, 1, 0); break;
+        case 1: grad_loop(n, c, g, store, grad, 1, 1, 1); break;
+        case 2: grad_loop(n, c, g, store, grad, 1, 1, 2); break;
+        case 3: grad_loop(n, c, g, store, grad, 1, 1, 3); break;
+        default: grad_loop(n, c, g, store, grad, 1, 1, -1); break;
+        }
+    } else if (c->teacher) {
+        grad_loop(n, c, g, store, grad, 1, 0, -1);
+    } else {
+        grad_loop(n, c, g, store, grad, 0, 1, -1);
+    }
 }
 
 static void avx2_exp(const float *x, size_t n, float *out)
