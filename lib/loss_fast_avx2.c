@@ -123,58 +123,73 @@ static size_t first_of(const float *x, size_t n, float m)
     return i;
 }
 
-/* One vector of the check: bad (NaN or +INFINITY: not below +INFINITY) and kept (above
- * -INFINITY) lanes are or-ed into the accumulators. */
-INLINE __m256 check_step(__m256 x, __m256 *bad, __m256 *keep)
+/* One vector of the check: bad (NaN or +INFINITY: not below +INFINITY) lanes are or-ed into
+ * `bad`; the running maximum (still -INFINITY if every class is masked), its first index and
+ * the largest |x| of the kept (above -INFINITY) lanes are updated. */
+INLINE __m256 check_step(__m256 x, __m256 *bad, __m256 *max, __m256i *where, __m256i index,
+                         __m256 *absmax)
 {
     *bad = _mm256_or_ps(*bad, _mm256_cmp_ps(x, SPLAT(INFINITY), _CMP_NLT_UQ));
     __m256 kept = _mm256_cmp_ps(x, SPLAT(-INFINITY), _CMP_GT_OQ);
-    *keep = _mm256_or_ps(*keep, kept);
+    max_step(x, max, where, index);
+    /* |x| of a masked class is +INFINITY: not counted */
+    *absmax = _mm256_max_ps(*absmax, _mm256_and_ps(abs8(x), kept));
     return kept;
+}
+
+/* The check's running state. */
+typedef struct check_state {
+    __m256 bad, misfit, absmax, zmax, vmax;
+    __m256i zwhere, vwhere;
+} check_state;
+
+INLINE void check_pair(check_state *s, __m256 zi, __m256 vi, __m256i index, int teacher)
+{
+    __m256 zkept = check_step(zi, &s->bad, &s->zmax, &s->zwhere, index, &s->absmax);
+    if (teacher) {
+        __m256 vkept = check_step(vi, &s->bad, &s->vmax, &s->vwhere, index, &s->absmax);
+        s->misfit = _mm256_or_ps(s->misfit, _mm256_andnot_ps(zkept, vkept));
+    }
+}
+
+/* The check of a row with (teacher) or without a teacher's row v. Invalid rows are rare: the
+ * loop keeps one flag for every kind of fault, and the portable check then says which. */
+INLINE unsigned check_loop(const float *z, const float *v, size_t n, kd_fast_row_info *info,
+                           int teacher)
+{
+    const __m256 zero = _mm256_setzero_ps(), minus_inf = SPLAT(-INFINITY);
+    const __m256i none = _mm256_setzero_si256();
+    check_state s = {zero, zero, zero, minus_inf, minus_inf, none, none};
+    __m256i index = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
+    size_t i = 0;
+    for (; i + 8 <= n; i += 8) {
+        check_pair(&s, _mm256_loadu_ps(z + i), teacher ? _mm256_loadu_ps(v + i) : zero, index,
+                   teacher);
+        index = _mm256_add_epi32(index, _mm256_set1_epi32(8));
+    }
+    if (i < n)
+        check_pair(&s, load_tail(z + i, n - i), teacher ? load_tail(v + i, n - i) : zero, index,
+                   teacher);
+    info->zmax = finish_max(s.zmax, s.zwhere, &info->zfirst);
+    if (teacher)
+        info->vmax = finish_max(s.vmax, s.vwhere, &info->top);
+    int faults = _mm256_movemask_ps(s.bad) | _mm256_movemask_ps(s.misfit)
+                 | (info->zmax == -INFINITY) | (teacher && info->vmax == -INFINITY);
+    if (faults)
+        return kd_fast_portable()->check(z, v, n, info);
+    info->absmax = horizontal_max(s.absmax);
+    /* The lanes' int32 indices cannot hold the first maximum of a longer row. */
+    if (n > INT32_MAX) {
+        info->zfirst = first_of(z, n, info->zmax);
+        if (teacher)
+            info->top = first_of(v, n, info->vmax);
+    }
+    return 0;
 }
 
 static unsigned avx2_check(const float *z, const float *v, size_t n, kd_fast_row_info *info)
 {
-    __m256 zbad = _mm256_setzero_ps(), zkeep = zbad, vbad = zbad, vkeep = zbad, misfit = zbad;
-    __m256 zmax = SPLAT(-INFINITY), vmax = zmax, absmax = zbad;
-    __m256i index = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7), zwhere = _mm256_setzero_si256();
-    __m256i vwhere = zwhere;
-    for (size_t i = 0; i < n; i += 8) {
-        __m256 zi = i + 8 <= n ? _mm256_loadu_ps(z + i) : load_tail(z + i, n - i);
-        __m256 zkept = check_step(zi, &zbad, &zkeep);
-        max_step(zi, &zmax, &zwhere, index);
-        /* |x| of a masked class is +INFINITY: not counted */
-        absmax = _mm256_max_ps(absmax, _mm256_and_ps(abs8(zi), zkept));
-        if (v != NULL) {
-            __m256 vi = i + 8 <= n ? _mm256_loadu_ps(v + i) : load_tail(v + i, n - i);
-            __m256 vkept = check_step(vi, &vbad, &vkeep);
-            misfit = _mm256_or_ps(misfit, _mm256_andnot_ps(zkept, vkept));
-            absmax = _mm256_max_ps(absmax, _mm256_and_ps(abs8(vi), vkept));
-            max_step(vi, &vmax, &vwhere, index);
-        }
-        index = _mm256_add_epi32(index, _mm256_set1_epi32(8));
-    }
-    unsigned bits = 0;
-    bits |= _mm256_movemask_ps(zbad) ? KD_FAST_STUDENT_NONFINITE : 0u;
-    bits |= _mm256_movemask_ps(zkeep) ? 0u : KD_FAST_STUDENT_MASKED;
-    if (v != NULL) {
-        bits |= _mm256_movemask_ps(vbad) ? KD_FAST_TEACHER_NONFINITE : 0u;
-        bits |= _mm256_movemask_ps(vkeep) ? 0u : KD_FAST_TEACHER_MASKED;
-        bits |= _mm256_movemask_ps(misfit) ? KD_FAST_MASK_MISFIT : 0u;
-    }
-    if (bits == 0) {
-        info->zmax = finish_max(zmax, zwhere, &info->zfirst);
-        info->absmax = horizontal_max(absmax);
-        if (v != NULL)
-            info->vmax = finish_max(vmax, vwhere, &info->top);
-        /* The lanes' int32 indices cannot hold the first maximum of a longer row. */
-        if (n > INT32_MAX) {
-            info->zfirst = first_of(z, n, info->zmax);
-            if (v != NULL)
-                info->top = first_of(v, n, info->vmax);
-        }
-    }
-    return bits;
+    return v != NULL ? check_loop(z, v, n, info, 1) : check_loop(z, NULL, n, info, 0);
 }
 
 /* Double accumulation of float vectors: the eight lanes' sum goes to four double lanes. */
