@@ -10,6 +10,8 @@
 #include <string.h>
 
 #define SPLAT(x) _mm256_set1_ps(x)
+/* How far ahead (in floats) the passes that stream a row from memory prefetch it. */
+#define PREFETCH 512
 /* The per-vector steps must be inlined into their loops for the accumulators to stay in
  * registers and the teacher / label flags to be constants. */
 #define INLINE static inline __attribute__((always_inline))
@@ -163,6 +165,9 @@ INLINE unsigned check_loop(const float *z, const float *v, size_t n, kd_fast_row
     __m256i index = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
     size_t i = 0;
     for (; i + 8 <= n; i += 8) {
+        _mm_prefetch((const char *)(z + i + PREFETCH), _MM_HINT_T0);
+        if (teacher)
+            _mm_prefetch((const char *)(v + i + PREFETCH), _MM_HINT_T0);
         check_pair(&s, _mm256_loadu_ps(z + i), teacher ? _mm256_loadu_ps(v + i) : zero, index,
                    teacher);
         index = _mm256_add_epi32(index, _mm256_set1_epi32(8));
@@ -331,9 +336,13 @@ INLINE void sums_range(const float *z, const float *v, size_t n, sums_consts k, 
     for (size_t i = from; i < to;) {
         block_sums s = no_sums();
         const size_t end = to - i > 8 * BLOCK ? i + 8 * BLOCK : to;
-        for (; i < end; i += 8)
+        for (; i < end; i += 8) {
+            _mm_prefetch((const char *)(z + i + PREFETCH), _MM_HINT_T0);
+            if (teacher)
+                _mm_prefetch((const char *)(v + i + PREFETCH), _MM_HINT_T0);
             sums_step(k, _mm256_loadu_ps(z + i), teacher ? _mm256_loadu_ps(v + i) : zero, &s,
                       &wb, teacher, label, 0, zero, zero, store + i, n);
+        }
         flush(t, s);
     }
     t->wb = wb;
@@ -373,10 +382,11 @@ INLINE void sums_special(const float *z, const float *v, size_t n, const kd_fast
 }
 
 INLINE void sums_loop(const float *z, const float *v, size_t n, const kd_fast_row_consts *c,
-                      row_totals *t, float *store, int teacher, int label, int squarings)
+                      row_totals *t, float *store, int teacher, int label, int squarings,
+                      int entropy)
 {
     const sums_consts k = {SPLAT(c->zmax), SPLAT(c->vmax), SPLAT(c->inv_t), SPLAT(c->delta),
-                           SPLAT(c->centre), c->entropy, squarings};
+                           SPLAT(c->centre), entropy, squarings};
     /* The vectors holding the first maxima (and the partial last one) are special: every
      * other vector adds all its lanes to the rest sums. */
     const size_t full = n / 8 * 8;
@@ -402,18 +412,33 @@ static void avx2_sums(const float *z, const float *v, size_t n, const kd_fast_ro
 {
     const __m256d zero = _mm256_setzero_pd();
     row_totals t = {zero, zero, zero, zero, zero, zero};
+    /* every combination of the loop's constants has its own loop */
+    const int e = c->entropy;
     if (c->teacher && c->label) {
         switch (c->squarings) {
-        case 0: sums_loop(z, v, n, c, &t, store, 1, 1, 0); break;
-        case 1: sums_loop(z, v, n, c, &t, store, 1, 1, 1); break;
-        case 2: sums_loop(z, v, n, c, &t, store, 1, 1, 2); break;
-        case 3: sums_loop(z, v, n, c, &t, store, 1, 1, 3); break;
-        default: sums_loop(z, v, n, c, &t, store, 1, 1, -1); break;
+        case 0: sums_loop(z, v, n, c, &t, store, 1, 1, 0, e); break;
+        case 1: sums_loop(z, v, n, c, &t, store, 1, 1, 1, e); break;
+        case 2:
+            if (e)
+                sums_loop(z, v, n, c, &t, store, 1, 1, 2, 1);
+            else
+                sums_loop(z, v, n, c, &t, store, 1, 1, 2, 0);
+            break;
+        case 3: sums_loop(z, v, n, c, &t, store, 1, 1, 3, e); break;
+        default:
+            if (e)
+                sums_loop(z, v, n, c, &t, store, 1, 1, -1, 1);
+            else
+                sums_loop(z, v, n, c, &t, store, 1, 1, -1, 0);
+            break;
         }
     } else if (c->teacher) {
-        sums_loop(z, v, n, c, &t, store, 1, 0, -1);
+        if (e)
+            sums_loop(z, v, n, c, &t, store, 1, 0, -1, 1);
+        else
+            sums_loop(z, v, n, c, &t, store, 1, 0, -1, 0);
     } else {
-        sums_loop(z, v, n, c, &t, store, 0, 1, -1);
+        sums_loop(z, v, n, c, &t, store, 0, 1, -1, 0);
     }
     out->student_rest = total(t.student);
     out->teacher_rest = total(t.teacher);
