@@ -497,10 +497,10 @@ INLINE __m256 grad_step(grad_consts k, __m256 es, __m256 eq, __m256 r, __m256 e1
     if (teacher) {
         __m256 p = _mm256_mul_ps(es, k.inv_zs);
         __m256 q = _mm256_mul_ps(eq, k.inv_zq);
-        __m256 d = _mm256_fmsub_ps(r, k.inv_t, k.shift);
-        __m256 m = _mm256_sub_ps(_mm256_setzero_ps(), d); /* expm1(m) = m + m^2 tail(m) */
+        /* m = -d = shift - r inv_t, exactly the negation of d (one rounding either way) */
+        __m256 m = _mm256_fnmadd_ps(r, k.inv_t, k.shift); /* expm1(m) = m + m^2 tail(m) */
         __m256 near = _mm256_mul_ps(q, _mm256_fmadd_ps(_mm256_mul_ps(m, m), tail8(m), m));
-        x = _mm256_mul_ps(k.soft, _mm256_blendv_ps(_mm256_sub_ps(p, q), near, small8(d)));
+        x = _mm256_mul_ps(k.soft, _mm256_blendv_ps(_mm256_sub_ps(p, q), near, small8(m)));
     }
     if (label) {
         for (int j = 0; j < k.squarings; j++)
