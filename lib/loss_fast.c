@@ -42,21 +42,17 @@ float kd_fast_difference(float p, float q, float d)
     return fabsf(d) < 0.5f ? q * expm1f(-d) : p - q;
 }
 
-/* The largest of n values, how often it occurs, and where first. */
-static float max_and_ties(const float *x, size_t n, size_t *ties, size_t *first)
+/* The largest of n values, and where it first occurs. */
+static float max_and_first(const float *x, size_t n, size_t *first)
 {
     float max = -INFINITY;
-    size_t count = 0;
     *first = 0;
     for (size_t i = 0; i < n; i++) {
         if (x[i] > max) {
             max = x[i];
-            count = 0;
             *first = i;
         }
-        count += x[i] == max;
     }
-    *ties = count;
     return max;
 }
 
@@ -78,10 +74,9 @@ static unsigned portable_check(const float *z, const float *v, size_t n, kd_fast
             bits |= KD_FAST_MASK_MISFIT;
     }
     if (bits == 0) {
-        size_t unused;
-        info->zmax = max_and_ties(z, n, &info->zties, &unused);
+        info->zmax = max_and_first(z, n, &info->zfirst);
         if (v != NULL)
-            info->vmax = max_and_ties(v, n, &info->vties, &info->top);
+            info->vmax = max_and_first(v, n, &info->top);
         info->absmax = 0.0f;
         for (size_t i = 0; i < n; i++) {
             if (z[i] != -INFINITY)
@@ -98,57 +93,58 @@ int kd_fast_row_fits(const kd_fast_row_info *info, double t)
     return (double)info->absmax <= 0x1p64 * fmin(t, 1.0);
 }
 
-/* b_i of the row: a_i - centre. */
-static float shifted_ratio(const kd_fast_row_consts *c, float z, float v, float shift)
+/* r_i of the row: (v - z) - delta. */
+static float log_ratio(const kd_fast_row_consts *c, float z, float v)
 {
-    return ((v - z) - c->delta) * c->inv_t - shift;
+    return (v - z) - c->delta;
 }
 
 static void portable_sums(const float *z, const float *v, size_t n, const kd_fast_row_consts *c,
                           kd_fast_row_sums *out, float *store)
 {
     kd_fast_row_sums s = {0.0, 0.0, 0.0, 0.0, 0.0, 0.0};
+    const int stored_e1 = !c->teacher || c->squarings < 0;
     for (size_t i = 0; i < n; i++) {
-        /* Classes below the maximum; its ties are counted by the max pass. */
+        /* Every class but the first maximum's counts in the rest sums. */
+        const int zrest = i != c->zfirst, vrest = i != c->vfirst;
         float dz = z[i] - c->zmax;
         float es = c->teacher ? kd_fast_exp(dz * c->inv_t) : 0.0f;
         if (c->label) {
             /* e^dz = (e^(dz / T))^T by squaring when T = 2^k */
-            float e1 = c->teacher && c->squarings >= 0 ? es : kd_fast_exp(dz);
-            for (int k = 0; c->teacher && k < c->squarings; k++)
+            float e1 = stored_e1 ? kd_fast_exp(dz) : es;
+            for (int k = 0; !stored_e1 && k < c->squarings; k++)
                 e1 *= e1;
-            store[2 * n + i] = e1;
-            s.hard_rest += dz < 0.0f ? e1 : 0.0f;
+            if (stored_e1)
+                store[3 * n + i] = e1;
+            s.hard_rest += zrest ? e1 : 0.0f;
         }
         if (!c->teacher)
             continue;
-        float dv = v[i] - c->vmax, u = dv * c->inv_t;
+        float u = (v[i] - c->vmax) * c->inv_t, r = log_ratio(c, z[i], v[i]);
         float w = store[n + i] = kd_fast_exp(u);
         store[i] = es;
-        s.student_rest += dz < 0.0f ? es : 0.0f;
-        s.teacher_rest += dv < 0.0f ? w : 0.0f;
+        store[2 * n + i] = r;
+        s.student_rest += zrest ? es : 0.0f;
+        s.teacher_rest += vrest ? w : 0.0f;
         if (w > 0.0f) {
-            s.wb += (double)(w * shifted_ratio(c, z[i], v[i], c->centre));
+            s.wb += (double)(w * (r * c->inv_t - c->centre));
             s.wu += c->entropy ? (double)(w * u) : 0.0;
         } else {
             s.outside += es;
         }
     }
-    s.student_rest += (double)c->zties - 1.0;
-    s.teacher_rest += (double)c->vties - 1.0;
-    s.hard_rest += (double)c->zties - 1.0;
     *out = s;
 }
 
-static double portable_phi(const float *z, const float *v, size_t n, const kd_fast_row_consts *c,
-                           const float *store, int *overflow)
+static double portable_phi(size_t n, float inv_t, float centre, const float *store,
+                           int *overflow)
 {
     double sum = 0.0;
     *overflow = 0;
     for (size_t i = 0; i < n; i++) {
         float w = store[n + i];
         if (w > 0.0f) {
-            float b = shifted_ratio(c, z[i], v[i], c->centre);
+            float b = store[2 * n + i] * inv_t - centre;
             *overflow |= b < -KD_FAST_PHI_LIMIT;
             sum += (double)(w * kd_fast_phi(b));
         }
@@ -156,23 +152,34 @@ static double portable_phi(const float *z, const float *v, size_t n, const kd_fa
     return sum;
 }
 
-/* The soft part (p_i - q_i) of element i, from its exponentials in the store. */
-static float soft_difference(const kd_fast_row_consts *c, const kd_fast_grad_consts *g, float z,
-                             float v, const float *store, size_t n, size_t i)
+/* The soft part (p_i - q_i) of element i, from the store. */
+static float soft_difference(const kd_fast_row_consts *c, const kd_fast_grad_consts *g,
+                             const float *store, size_t n, size_t i)
 {
     return kd_fast_difference(store[i] * g->inv_zs, store[n + i] * g->inv_zq,
-                              shifted_ratio(c, z, v, g->shift));
+                              store[2 * n + i] * c->inv_t - g->shift);
 }
 
-static void portable_grad(const float *z, const float *v, size_t n, const kd_fast_row_consts *c,
-                          const kd_fast_grad_consts *g, const float *store, float *grad)
+/* p1_i (unnormalised) from the store. */
+static float hard_exp(const kd_fast_row_consts *c, const float *store, size_t n, size_t i)
+{
+    if (!c->teacher || c->squarings < 0)
+        return store[3 * n + i];
+    float e1 = store[i];
+    for (int k = 0; k < c->squarings; k++)
+        e1 *= e1;
+    return e1;
+}
+
+static void portable_grad(size_t n, const kd_fast_row_consts *c, const kd_fast_grad_consts *g,
+                          const float *store, float *grad)
 {
     for (size_t i = 0; i < n; i++) {
         float x = 0.0f;
         if (c->teacher)
-            x = g->soft * soft_difference(c, g, z[i], v[i], store, n, i);
+            x = g->soft * soft_difference(c, g, store, n, i);
         if (c->label)
-            x += g->hard * (store[2 * n + i] * g->inv_z1);
+            x += g->hard * (hard_exp(c, store, n, i) * g->inv_z1);
         grad[i] = x;
     }
 }
@@ -211,12 +218,12 @@ void kd_fast_row(const kd_fast_kernels *k, const kd_row_spec *spec, const float 
         if (spec->t == (double)(1 << power))
             c.squarings = power;
     c.zmax = info->zmax;
-    c.zties = info->zties;
+    c.zfirst = info->zfirst;
     if (c.teacher) {
         c.vmax = info->vmax;
-        c.vties = info->vties;
+        c.vfirst = info->top;
         c.delta = c.vmax - c.zmax;
-        c.centre = shifted_ratio(&c, z[info->top], v[info->top], 0.0f);
+        c.centre = log_ratio(&c, z[info->top], v[info->top]) * c.inv_t;
     }
     kd_fast_row_sums s;
     k->sums(z, v, n, &c, &s, store);
@@ -229,41 +236,47 @@ void kd_fast_row(const kd_fast_kernels *k, const kd_row_spec *spec, const float 
         /* log q_i - log p_i = b_i + lambda */
         /* log(Zs / Zq) = log1p((Zs - Zq) / Zq), one logarithm */
         double lambda = (double)c.centre + log1p((s.student_rest - s.teacher_rest) / w);
-        int overflow = 0;
-        if (beta + lambda < KD_FAST_DIRECT_KL && p_out <= 0.5) {
-            double wphi = k->phi(z, v, n, &c, store, &overflow);
-            if (!overflow)
-                lambda = log1p(wphi / w - beta) - (p_out > 0.0 ? log1p(-p_out) : 0.0);
+        double centre = c.centre, kl = beta + lambda;
+        if (kl < KD_FAST_DIRECT_KL && p_out <= 0.5) {
+            /* The phi form about the q-weighted mean of a (any centre is exact; one near the
+             * mean keeps the b_i, and the cancellation in beta + lambda, small). */
+            const float mean = (float)((double)c.centre + beta);
+            int overflow = 0;
+            double wphi = k->phi(n, c.inv_t, mean, store, &overflow);
+            if (!overflow) {
+                const double beta_mean = beta - ((double)mean - (double)c.centre);
+                centre = mean;
+                lambda = log1p(wphi / w - beta_mean) - (p_out > 0.0 ? log1p(-p_out) : 0.0);
+                kl = beta_mean + lambda;
+            }
         }
-        *soft = fmax(beta + lambda, 0.0);
+        *soft = fmax(kl, 0.0);
         if (spec->divergence == KD_DIVERGENCE_CROSS_ENTROPY)
             *soft += log1p(s.teacher_rest) - s.wu / w; /* + H(q) */
         g.inv_zs = (float)(1.0 / zs);
         g.inv_zq = (float)(1.0 / w);
-        g.shift = (float)((double)c.centre - lambda);
+        g.shift = (float)(centre - lambda);
         g.soft = (float)(spec->soft_weight / spec->t);
     }
     const double z1 = 1.0 + s.hard_rest;
     *hard = 0.0;
-    float z_label = 0.0f, v_label = 0.0f;
+    float z_label = 0.0f;
     if (c.label) {
         z_label = z[label];
-        v_label = c.teacher ? v[label] : 0.0f;
         *hard = log1p(s.hard_rest) - ((double)z_label - (double)c.zmax);
         g.inv_z1 = (float)(1.0 / z1);
         g.hard = (float)spec->hard_weight;
     }
     if (grad == NULL)
         return;
-    k->grad(z, v, n, &c, &g, store, grad); /* may overwrite z: the label's inputs were kept */
+    k->grad(n, &c, &g, store, grad); /* may overwrite z: the label's logit was kept */
     if (c.label && spec->hard_weight != 0.0) {
         /* p1_y - 1 without cancellation: -(Z1 - 1) / Z1 when y is a top class. */
         double p1_minus_1 = z_label == c.zmax ? -s.hard_rest / z1
                                               : exp((double)z_label - (double)c.zmax) / z1 - 1.0;
         double x = spec->hard_weight * p1_minus_1;
         if (c.teacher)
-            x += (double)g.soft * (double)soft_difference(&c, &g, z_label, v_label, store, n,
-                                                          (size_t)label);
+            x += (double)g.soft * (double)soft_difference(&c, &g, store, n, (size_t)label);
         grad[label] = (float)x;
     }
 }

@@ -20,11 +20,11 @@ enum {
     KD_FAST_MASK_MISFIT = 16 /* a class the student masks and the teacher keeps */
 };
 
-/* What the check pass finds of one row: the maxima, how often each occurs, and the first
- * class where the teacher's maximum occurs. */
+/* What the check pass finds of one row: the maxima, and the first classes where the student's
+ * (zfirst) and the teacher's (top) maxima occur. */
 typedef struct kd_fast_row_info {
     float zmax, vmax;
-    size_t zties, vties, top;
+    size_t zfirst, top;
     float absmax; /* the largest |x| over the unmasked logits of both rows */
 } kd_fast_row_info;
 
@@ -35,11 +35,11 @@ typedef struct kd_fast_row_info {
 int kd_fast_row_fits(const kd_fast_row_info *info, double t);
 
 /* What the per-element passes need of one row. s_i = (z_i - zmax) inv_t, u_i = (v_i - vmax)
- * inv_t, a_i = ((v_i - z_i) - delta) inv_t = log q_i - log p_i up to a row constant, and
- * b_i = a_i - centre. */
+ * inv_t, r_i = (v_i - z_i) - delta, a_i = r_i inv_t = log q_i - log p_i up to a row constant,
+ * and b_i = a_i - centre. */
 typedef struct kd_fast_row_consts {
     float zmax, vmax, inv_t, delta, centre;
-    size_t zties, vties; /* how many z_i equal zmax, v_i equal vmax */
+    size_t zfirst, vfirst; /* the first classes where z_i = zmax and v_i = vmax */
     int teacher, label;  /* which terms the row computes */
     int entropy;         /* also sum w u (cross-entropy's H(q)) */
     /* T = 2^squarings (0..3), so that e^(z - zmax) = (e^s)^T is squarings products away; -1
@@ -49,7 +49,7 @@ typedef struct kd_fast_row_consts {
 
 /* Sums over one row, in double. "rest" sums are sum_i e^x_i - 1 over the row's terms (the
  * maximum's own term, exactly 1, taken out so that a nearly one-hot row keeps its accuracy):
- * the sum over the classes below the maximum plus the maximum's ties.
+ * the sum over every class but the first where the maximum occurs (its ties count 1 each).
  * Teacher sums run over the classes with e^u_i > 0 (w_i = e^u_i). */
 typedef struct kd_fast_row_sums {
     double student_rest; /* sum e^s - 1 */
@@ -69,9 +69,11 @@ typedef struct kd_fast_row_sums {
 
 /* The gradient pass: g_i = soft (p_i - q_i) + hard p1_i with p_i = e^s_i inv_zs,
  * q_i = e^u_i inv_zq, p1_i = e^(z_i - zmax) inv_z1, and p - q formed as q expm1(-d_i) with
- * d_i = a_i - shift = log q_i - log p_i where |d_i| < 1/2. The exponentials come from the
- * sums pass, which keeps them in a row-sized store: e^s, e^u and e^(z - zmax) at offsets 0,
- * n and 2n. */
+ * d_i = r_i inv_t - shift = log q_i - log p_i where |d_i| < 1/2. The sums pass keeps what the
+ * later passes need in a store of 4 rows of n floats: e^s, e^u and r at offsets 0, n and 2n
+ * (with a teacher), and e^(z - zmax) at 3n unless it is (e^s)^T by squarings. The later
+ * passes read only the store (the row's logits may already be overwritten). */
+enum { KD_FAST_STORE_ROWS = 4 };
 typedef struct kd_fast_grad_consts {
     float inv_zs, inv_zq, inv_z1, shift;
     float soft, hard; /* weights: soft_weight / t and hard_weight */
@@ -84,17 +86,16 @@ typedef struct kd_fast_kernels {
     /* KD_FAST_* bits for a row of n student logits z and (v non-NULL) teacher logits v; for a
      * valid row, *info (the teacher's part only when v is non-NULL). */
     unsigned (*check)(const float *z, const float *v, size_t n, kd_fast_row_info *info);
-    /* The sums; fills `store` (3n floats) with the row's exponentials. */
+    /* The sums; fills `store` (KD_FAST_STORE_ROWS n floats). */
     void (*sums)(const float *z, const float *v, size_t n, const kd_fast_row_consts *c,
                  kd_fast_row_sums *out, float *store);
-    /* sum w_i phi(b_i), phi(b) = e^-b - 1 + b, over the classes with w_i > 0 (w from the store);
-     * *overflow: some such b_i < -KD_FAST_PHI_LIMIT (the sum is then not used). */
-    double (*phi)(const float *z, const float *v, size_t n, const kd_fast_row_consts *c,
-                  const float *store, int *overflow);
-    /* Writes n gradient entries (grad may be z) from the store the sums pass filled; v is read
-     * only when c->teacher. */
-    void (*grad)(const float *z, const float *v, size_t n, const kd_fast_row_consts *c,
-                 const kd_fast_grad_consts *g, const float *store, float *grad);
+    /* sum w_i phi(b_i), phi(b) = e^-b - 1 + b, b_i = r_i inv_t - centre, over the classes with
+     * w_i > 0 (w and r from the store); *overflow: some such b_i < -KD_FAST_PHI_LIMIT (the sum
+     * is then not used). */
+    double (*phi)(size_t n, float inv_t, float centre, const float *store, int *overflow);
+    /* Writes n gradient entries (grad may be z) from the store the sums pass filled. */
+    void (*grad)(size_t n, const kd_fast_row_consts *c, const kd_fast_grad_consts *g,
+                 const float *store, float *grad);
     /* out_i = e^x_i as the passes compute it (the benchmark measures its throughput). */
     void (*exp)(const float *x, size_t n, float *out);
 } kd_fast_kernels;
@@ -120,7 +121,8 @@ float kd_fast_difference(float p, float q, float d);
 
 /* The row's loss (as kd_loss_row) with the given kernels: spec->divergence is KL or
  * cross-entropy; v the teacher's logits (NULL when !spec->has_teacher); info: the row's check
- * results, for which kd_fast_row_fits() holds; store: 3n floats of scratch; stream: the batch
+ * results, for which kd_fast_row_fits() holds; store: KD_FAST_STORE_ROWS n floats of scratch;
+ * stream: the batch
  * is larger than the caches. */
 void kd_fast_row(const kd_fast_kernels *k, const kd_row_spec *spec, const float *z,
                  const float *v, size_t n, int32_t label, const kd_fast_row_info *info,

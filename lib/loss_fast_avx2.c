@@ -10,6 +10,8 @@
 #include <string.h>
 
 #define SPLAT(x) _mm256_set1_ps(x)
+/* How far ahead (in floats) the passes that stream a row from memory prefetch it. */
+#define PREFETCH 512
 /* The per-vector steps must be inlined into their loops for the accumulators to stay in
  * registers and the teacher / label flags to be constants. Unoptimised builds (debug,
  * sanitizers, coverage) call them instead, with the same results: gcov then counts each
@@ -56,20 +58,6 @@ INLINE __m256 tail8(__m256 x)
     return _mm256_fmadd_ps(y, x, SPLAT(c[0]));
 }
 
-/* The same for |x| < 2: tail8(x) + x^8 times the next terms, up to 1/16!. */
-INLINE __m256 long_tail8(__m256 x, __m256 short_tail)
-{
-    const float *c = kd_fast_tail_coefficients;
-    __m256 y = _mm256_fmadd_ps(SPLAT(c[14]), x, SPLAT(c[13]));
-    y = _mm256_fmadd_ps(y, x, SPLAT(c[12]));
-    y = _mm256_fmadd_ps(y, x, SPLAT(c[11]));
-    y = _mm256_fmadd_ps(y, x, SPLAT(c[10]));
-    y = _mm256_fmadd_ps(y, x, SPLAT(c[9]));
-    y = _mm256_fmadd_ps(y, x, SPLAT(c[8]));
-    __m256 x2 = _mm256_mul_ps(x, x), x4 = _mm256_mul_ps(x2, x2);
-    return _mm256_fmadd_ps(_mm256_mul_ps(x4, x4), y, short_tail);
-}
-
 INLINE __m256 abs8(__m256 x)
 {
     return _mm256_andnot_ps(SPLAT(-0.0f), x);
@@ -110,129 +98,173 @@ INLINE __m256 load_stored_tail(const float *x, size_t left)
     return _mm256_maskload_ps(x, tail_mask(left));
 }
 
-/* Per lane: the running maximum, how often it occurred, and (when `where` is non-NULL) the
- * first index where it did; `index` holds the lanes' indices. */
-INLINE void max_step(__m256 x, __m256 *max, __m256 *ties, __m256i *where, __m256i index)
+/* Per lane: the running maximum and the first index where it occurred; `index` holds the
+ * lanes' indices. */
+INLINE void max_step(__m256 x, __m256 *max, __m256i *where, __m256i index)
 {
     __m256 above = _mm256_cmp_ps(x, *max, _CMP_GT_OQ);
-    __m256 equal = _mm256_cmp_ps(x, *max, _CMP_EQ_OQ);
-    *ties = _mm256_blendv_ps(_mm256_add_ps(*ties, _mm256_and_ps(equal, SPLAT(1.0f))), SPLAT(1.0f), above);
-    if (where != NULL)
-        *where = _mm256_castps_si256(_mm256_blendv_ps(_mm256_castsi256_ps(*where),
-                                                      _mm256_castsi256_ps(index), above));
+    *where = _mm256_castps_si256(_mm256_blendv_ps(_mm256_castsi256_ps(*where),
+                                                  _mm256_castsi256_ps(index), above));
     *max = _mm256_max_ps(*max, x);
 }
 
-/* The row's maximum, its count and its first index, from the lanes'. */
-INLINE float finish_max(__m256 max, __m256 ties, __m256i where, size_t *count, size_t *first)
+/* The row's maximum and its first index, from the lanes'. */
+INLINE float finish_max(__m256 max, __m256i where, size_t *first)
 {
-    float m = horizontal_max(max), lane_max[8], lane_ties[8];
+    float m = horizontal_max(max), lane_max[8];
     int32_t lane_where[8];
     _mm256_storeu_ps(lane_max, max);
-    _mm256_storeu_ps(lane_ties, ties);
     _mm256_storeu_si256((__m256i *)lane_where, where);
-    float total = 0.0f;
     int32_t best = INT32_MAX;
-    for (int k = 0; k < 8; k++) {
-        if (lane_max[k] != m)
-            continue;
-        total += lane_ties[k];
-        best = lane_where[k] < best ? lane_where[k] : best;
-    }
-    *count = (size_t)total;
+    for (int k = 0; k < 8; k++)
+        if (lane_max[k] == m && lane_where[k] < best)
+            best = lane_where[k];
     *first = (size_t)best;
     return m;
 }
 
-/* One vector of the check: bad (NaN or +INFINITY: not below +INFINITY) and kept (above
- * -INFINITY) lanes are or-ed into the accumulators. */
-INLINE __m256 check_step(__m256 x, __m256 *bad, __m256 *keep)
+/* The first index of m in x[0..n) (for rows longer than the lanes' int32 indices hold). */
+static size_t first_of(const float *x, size_t n, float m)
+{
+    size_t i = 0;
+    while (i + 1 < n && x[i] != m)
+        i++;
+    return i;
+}
+
+/* One vector of the check: bad (NaN or +INFINITY: not below +INFINITY) lanes are or-ed into
+ * `bad`; the running maximum (still -INFINITY if every class is masked), its first index and
+ * the largest |x| of the kept (above -INFINITY) lanes are updated. */
+INLINE __m256 check_step(__m256 x, __m256 *bad, __m256 *max, __m256i *where, __m256i index,
+                         __m256 *absmax)
 {
     *bad = _mm256_or_ps(*bad, _mm256_cmp_ps(x, SPLAT(INFINITY), _CMP_NLT_UQ));
     __m256 kept = _mm256_cmp_ps(x, SPLAT(-INFINITY), _CMP_GT_OQ);
-    *keep = _mm256_or_ps(*keep, kept);
+    max_step(x, max, where, index);
+    /* |x| of a masked class is +INFINITY: not counted */
+    *absmax = _mm256_max_ps(*absmax, _mm256_and_ps(abs8(x), kept));
     return kept;
+}
+
+/* The check's running state. */
+typedef struct check_state {
+    __m256 bad, misfit, absmax, zmax, vmax;
+    __m256i zwhere, vwhere;
+} check_state;
+
+INLINE void check_pair(check_state *s, __m256 zi, __m256 vi, __m256i index, int teacher)
+{
+    __m256 zkept = check_step(zi, &s->bad, &s->zmax, &s->zwhere, index, &s->absmax);
+    if (teacher) {
+        __m256 vkept = check_step(vi, &s->bad, &s->vmax, &s->vwhere, index, &s->absmax);
+        s->misfit = _mm256_or_ps(s->misfit, _mm256_andnot_ps(zkept, vkept));
+    }
+}
+
+/* The check of a row with (teacher) or without a teacher's row v. Invalid rows are rare: the
+ * loop keeps one flag for every kind of fault, and the portable check then says which. */
+INLINE unsigned check_loop(const float *z, const float *v, size_t n, kd_fast_row_info *info,
+                           int teacher)
+{
+    const __m256 zero = _mm256_setzero_ps(), minus_inf = SPLAT(-INFINITY);
+    const __m256i none = _mm256_setzero_si256();
+    check_state s = {zero, zero, zero, minus_inf, minus_inf, none, none};
+    __m256i index = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
+    size_t i = 0;
+    for (; i + 8 <= n; i += 8) {
+        _mm_prefetch((const char *)(z + i + PREFETCH), _MM_HINT_T0);
+        if (teacher)
+            _mm_prefetch((const char *)(v + i + PREFETCH), _MM_HINT_T0);
+        check_pair(&s, _mm256_loadu_ps(z + i), teacher ? _mm256_loadu_ps(v + i) : zero, index,
+                   teacher);
+        index = _mm256_add_epi32(index, _mm256_set1_epi32(8));
+    }
+    if (i < n)
+        check_pair(&s, load_tail(z + i, n - i), teacher ? load_tail(v + i, n - i) : zero, index,
+                   teacher);
+    info->zmax = finish_max(s.zmax, s.zwhere, &info->zfirst);
+    if (teacher)
+        info->vmax = finish_max(s.vmax, s.vwhere, &info->top);
+    int faults = _mm256_movemask_ps(s.bad) | _mm256_movemask_ps(s.misfit)
+                 | (info->zmax == -INFINITY) | (teacher && info->vmax == -INFINITY);
+    if (faults)
+        return kd_fast_portable()->check(z, v, n, info);
+    info->absmax = horizontal_max(s.absmax);
+    /* The lanes' int32 indices cannot hold the first maximum of a longer row. */
+    if (n > INT32_MAX) {
+        info->zfirst = first_of(z, n, info->zmax);
+        if (teacher)
+            info->top = first_of(v, n, info->vmax);
+    }
+    return 0;
 }
 
 static unsigned avx2_check(const float *z, const float *v, size_t n, kd_fast_row_info *info)
 {
-    __m256 zbad = _mm256_setzero_ps(), zkeep = zbad, vbad = zbad, vkeep = zbad, misfit = zbad;
-    __m256 zmax = SPLAT(-INFINITY), vmax = zmax, zties = zbad, vties = zbad, absmax = zbad;
-    __m256i index = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7), top = _mm256_setzero_si256();
-    for (size_t i = 0; i < n; i += 8) {
-        __m256 zi = i + 8 <= n ? _mm256_loadu_ps(z + i) : load_tail(z + i, n - i);
-        __m256 zkept = check_step(zi, &zbad, &zkeep);
-        max_step(zi, &zmax, &zties, NULL, index);
-        absmax = _mm256_max_ps(absmax, _mm256_and_ps(_mm256_andnot_ps(SPLAT(-0.0f), zi), zkept));
-        if (v != NULL) {
-            __m256 vi = i + 8 <= n ? _mm256_loadu_ps(v + i) : load_tail(v + i, n - i);
-            __m256 vkept = check_step(vi, &vbad, &vkeep);
-            misfit = _mm256_or_ps(misfit, _mm256_andnot_ps(zkept, vkept));
-            absmax = _mm256_max_ps(absmax, _mm256_and_ps(_mm256_andnot_ps(SPLAT(-0.0f), vi), vkept));
-            max_step(vi, &vmax, &vties, &top, index);
-        }
-        index = _mm256_add_epi32(index, _mm256_set1_epi32(8));
-    }
-    unsigned bits = 0;
-    bits |= _mm256_movemask_ps(zbad) ? KD_FAST_STUDENT_NONFINITE : 0u;
-    bits |= _mm256_movemask_ps(zkeep) ? 0u : KD_FAST_STUDENT_MASKED;
-    if (v != NULL) {
-        bits |= _mm256_movemask_ps(vbad) ? KD_FAST_TEACHER_NONFINITE : 0u;
-        bits |= _mm256_movemask_ps(vkeep) ? 0u : KD_FAST_TEACHER_MASKED;
-        bits |= _mm256_movemask_ps(misfit) ? KD_FAST_MASK_MISFIT : 0u;
-    }
-    if (bits == 0) {
-        size_t unused;
-        info->zmax = finish_max(zmax, zties, top, &info->zties, &unused);
-        info->absmax = horizontal_max(absmax);
-        if (v != NULL)
-            info->vmax = finish_max(vmax, vties, top, &info->vties, &info->top);
-        /* The lanes' int32 indices cannot hold the first maximum of a longer row. */
-        for (size_t i = 0; v != NULL && n > INT32_MAX && v[info->top = i] != info->vmax; i++)
-            continue;
-    }
-    return bits;
+    return v != NULL ? check_loop(z, v, n, info, 1) : check_loop(z, NULL, n, info, 0);
 }
 
-/* Double accumulators, two per sum (low and high four lanes). */
-typedef struct dsum {
-    __m256d lo, hi;
-} dsum;
-
-INLINE void add_double(dsum *acc, __m256 x)
+/* Double accumulation of float vectors: the eight lanes' sum goes to four double lanes. */
+INLINE __m256d add_double(__m256d acc, __m256 x)
 {
-    acc->lo = _mm256_add_pd(acc->lo, _mm256_cvtps_pd(_mm256_castps256_ps128(x)));
-    acc->hi = _mm256_add_pd(acc->hi, _mm256_cvtps_pd(_mm256_extractf128_ps(x, 1)));
+    __m256d pair = _mm256_add_pd(_mm256_cvtps_pd(_mm256_castps256_ps128(x)),
+                                 _mm256_cvtps_pd(_mm256_extractf128_ps(x, 1)));
+    return _mm256_add_pd(acc, pair);
 }
 
-INLINE double total(const dsum *acc)
+INLINE double total(__m256d s)
 {
-    __m256d s = _mm256_add_pd(acc->lo, acc->hi);
     __m128d h = _mm_add_pd(_mm256_castpd256_pd128(s), _mm256_extractf128_pd(s, 1));
     return _mm_cvtsd_f64(_mm_add_sd(h, _mm_unpackhi_pd(h, h)));
 }
 
 /* The row sums. Sums of non-negative terms (the exponentials, sum w phi(b) and -sum w u) are
  * kept in float for a block of four vectors and then added in double; the signed sum w b, on
- * which the gradient's log-ratio rests, goes to double every vector. */
-enum { SUM_BLOCKS = 6, BLOCK = 4 };
-/* The block sums, in this order. */
-typedef struct row_acc {
-    __m256 block[SUM_BLOCKS]; /* student rest, teacher rest, hard rest, outside, w phi, w u */
-    __m256 overflow;
-    dsum total[SUM_BLOCKS], wb;
-} row_acc;
+ * which the gradient's log-ratio rests, goes to double every vector. The per-vector state is
+ * in local variables (registers), the row's constants loaded once: stores to the row store
+ * could otherwise alias them. */
+enum { BLOCK = 4 };
 
-/* phi(b) = e^-b - 1 + b per lane (b >= -KD_FAST_PHI_LIMIT where kept): by the Taylor series
- * of the tail for |b| < 2 (its short form when every lane is below 1/2), else directly. */
+/* What the sums pass needs of kd_fast_row_consts, as vectors. */
+typedef struct sums_consts {
+    __m256 zmax, vmax, inv_t, delta, centre;
+    int entropy, squarings;
+} sums_consts;
+
+/* One block's float sums. */
+typedef struct block_sums {
+    __m256 student, teacher, hard, outside, minus_wu;
+} block_sums;
+
+/* The row's double sums. */
+typedef struct row_totals {
+    __m256d student, teacher, hard, outside, minus_wu, wb;
+} row_totals;
+
+/* (e^x - 1 - x) / x^2 for |x| <= 2: its degree-10 Chebyshev fit on [-2, 2] (mpmath
+ * chebyfit; 1e-9 relative in exact arithmetic, 1.0e-7 evaluated in float, against 1.5e-7 for
+ * the Taylor series to 1/16! in float). */
+INLINE __m256 wide_tail8(__m256 x)
+{
+    __m256 y = _mm256_fmadd_ps(SPLAT(2.217603754e-09f), x, SPLAT(2.687874207e-08f));
+    y = _mm256_fmadd_ps(y, x, SPLAT(2.750486157e-07f));
+    y = _mm256_fmadd_ps(y, x, SPLAT(2.748347288e-06f));
+    y = _mm256_fmadd_ps(y, x, SPLAT(2.480250925e-05f));
+    y = _mm256_fmadd_ps(y, x, SPLAT(1.984256848e-04f));
+    y = _mm256_fmadd_ps(y, x, SPLAT(1.388888229e-03f));
+    y = _mm256_fmadd_ps(y, x, SPLAT(8.333324035e-03f));
+    y = _mm256_fmadd_ps(y, x, SPLAT(4.166666680e-02f));
+    y = _mm256_fmadd_ps(y, x, SPLAT(1.666666685e-01f));
+    return _mm256_fmadd_ps(y, x, SPLAT(0.5f));
+}
+
+/* phi(b) = e^-b - 1 + b per lane (b >= -KD_FAST_PHI_LIMIT where kept): b^2 wide_tail8(-b)
+ * for |b| < 2, else directly. */
 INLINE __m256 phi8(__m256 b, __m256 kept)
 {
-    __m256 x = _mm256_sub_ps(_mm256_setzero_ps(), b), size = abs8(b);
-    __m256 tail = tail8(x);
-    if (_mm256_movemask_ps(_mm256_and_ps(kept, _mm256_cmp_ps(size, SPLAT(0.5f), _CMP_GE_OQ))))
-        tail = long_tail8(x, tail);
-    __m256 phi = _mm256_mul_ps(_mm256_mul_ps(b, b), tail);
-    __m256 far = _mm256_and_ps(kept, _mm256_cmp_ps(size, SPLAT(2.0f), _CMP_GE_OQ));
+    __m256 x = _mm256_sub_ps(_mm256_setzero_ps(), b);
+    __m256 phi = _mm256_mul_ps(_mm256_mul_ps(b, b), wide_tail8(x));
+    __m256 far = _mm256_and_ps(kept, _mm256_cmp_ps(abs8(b), SPLAT(2.0f), _CMP_GE_OQ));
     if (_mm256_movemask_ps(far)) {
         __m256 direct = _mm256_add_ps(_mm256_sub_ps(exp8(_mm256_min_ps(x, SPLAT(KD_FAST_PHI_LIMIT))),
                                                     SPLAT(1.0f)), b);
@@ -241,153 +273,265 @@ INLINE __m256 phi8(__m256 b, __m256 kept)
     return phi;
 }
 
-/* One vector of the sums pass; its exponentials go to es_out, w_out and e1_out. Rest sums
- * take the classes below the row's maximum (dz < 0, dv < 0); the maximum's ties are counted
- * by the max pass. */
-INLINE void sums_step(const kd_fast_row_consts *c, __m256 zi, __m256 vi, row_acc *a,
-                      int teacher, int label, float *es_out, float *w_out, float *e1_out)
+/* Adds x to a rest sum: all lanes, or (masked) those of `rest`. */
+INLINE __m256 add_rest(__m256 sum, __m256 x, __m256 rest, int masked)
 {
-    const __m256 zero = _mm256_setzero_ps(), inv_t = SPLAT(c->inv_t);
-    __m256 dz = _mm256_sub_ps(zi, SPLAT(c->zmax));
-    __m256 below = _mm256_cmp_ps(dz, zero, _CMP_LT_OQ);
-    __m256 es = teacher ? exp8(_mm256_mul_ps(dz, inv_t)) : zero;
+    return _mm256_add_ps(sum, masked ? _mm256_and_ps(rest, x) : x);
+}
+
+/* One vector of the sums pass; what the later passes need goes to out[0], out[n], out[2n]
+ * and out[3n] (KD_FAST_STORE_ROWS). When `masked`, the rest sums take only the lanes of zrest
+ * and vrest (the first maxima are left out); else every lane. */
+INLINE void sums_step(sums_consts k, __m256 zi, __m256 vi, block_sums *s, __m256d *wb,
+                      int teacher, int label, int masked, __m256 zrest, __m256 vrest, float *out,
+                      size_t n)
+{
+    const __m256 zero = _mm256_setzero_ps();
+    __m256 dz = _mm256_sub_ps(zi, k.zmax);
+    __m256 es = teacher ? exp8(_mm256_mul_ps(dz, k.inv_t)) : zero;
     if (label) {
-        /* e^dz = (e^(dz / T))^T by squaring when T = 2^k, k = c->squarings < 4 */
-        __m256 e1 = teacher && c->squarings >= 0 ? es : exp8(dz);
-        for (int k = 0; teacher && k < c->squarings; k++)
+        /* e^dz = (e^(dz / T))^T by squaring when T = 2^j, j = k.squarings < 4 (a constant
+         * of the loop: every value has its own) */
+        const int stored = !teacher || k.squarings < 0;
+        __m256 e1 = stored ? exp8(dz) : es;
+        for (int j = 0; !stored && j < k.squarings; j++)
             e1 = _mm256_mul_ps(e1, e1);
-        _mm256_storeu_ps(e1_out, e1);
-        a->block[2] = _mm256_add_ps(a->block[2], _mm256_and_ps(below, e1));
+        if (stored)
+            _mm256_storeu_ps(out + 3 * n, e1);
+        s->hard = add_rest(s->hard, e1, zrest, masked);
     }
     if (!teacher)
         return;
-    __m256 dv = _mm256_sub_ps(vi, SPLAT(c->vmax));
-    __m256 u = _mm256_mul_ps(dv, inv_t);
+    __m256 u = _mm256_mul_ps(_mm256_sub_ps(vi, k.vmax), k.inv_t);
     __m256 w = exp8(u);
-    _mm256_storeu_ps(es_out, es);
-    _mm256_storeu_ps(w_out, w);
-    a->block[0] = _mm256_add_ps(a->block[0], _mm256_and_ps(below, es));
-    a->block[1] = _mm256_add_ps(a->block[1], _mm256_and_ps(_mm256_cmp_ps(dv, zero, _CMP_LT_OQ), w));
+    __m256 r = _mm256_sub_ps(_mm256_sub_ps(vi, zi), k.delta);
+    _mm256_storeu_ps(out, es);
+    _mm256_storeu_ps(out + n, w);
+    _mm256_storeu_ps(out + 2 * n, r);
+    s->student = add_rest(s->student, es, zrest, masked);
+    s->teacher = add_rest(s->teacher, w, vrest, masked);
     __m256 kept = _mm256_cmp_ps(w, zero, _CMP_GT_OQ);
-    a->block[3] = _mm256_add_ps(a->block[3], _mm256_andnot_ps(kept, es));
-    __m256 b = _mm256_fmsub_ps(_mm256_sub_ps(_mm256_sub_ps(vi, zi), SPLAT(c->delta)), inv_t,
-                               SPLAT(c->centre));
-    add_double(&a->wb, _mm256_mul_ps(w, _mm256_and_ps(kept, b)));
-    if (c->entropy)
-        a->block[5] = _mm256_fnmadd_ps(w, _mm256_and_ps(kept, u), a->block[5]);
+    s->outside = _mm256_add_ps(s->outside, _mm256_andnot_ps(kept, es));
+    __m256 b = _mm256_fmsub_ps(r, k.inv_t, k.centre);
+    *wb = add_double(*wb, _mm256_mul_ps(w, _mm256_and_ps(kept, b)));
+    if (k.entropy)
+        s->minus_wu = _mm256_fnmadd_ps(w, _mm256_and_ps(kept, u), s->minus_wu);
 }
 
-/* One vector of the phi pass: adds w phi(b) where w > 0. */
-INLINE void phi_step(const kd_fast_row_consts *c, __m256 zi, __m256 vi, __m256 w, row_acc *a)
+/* Adds a block's sums to the row's. */
+INLINE void flush(row_totals *t, block_sums s)
 {
-    __m256 kept = _mm256_cmp_ps(w, _mm256_setzero_ps(), _CMP_GT_OQ);
-    __m256 b = _mm256_fmsub_ps(_mm256_sub_ps(_mm256_sub_ps(vi, zi), SPLAT(c->delta)),
-                               SPLAT(c->inv_t), SPLAT(c->centre));
-    b = _mm256_and_ps(kept, b);
-    a->overflow = _mm256_or_ps(a->overflow, _mm256_cmp_ps(b, SPLAT(-KD_FAST_PHI_LIMIT), _CMP_LT_OQ));
-    a->block[4] = _mm256_fmadd_ps(w, phi8(b, kept), a->block[4]);
+    t->student = add_double(t->student, s.student);
+    t->teacher = add_double(t->teacher, s.teacher);
+    t->hard = add_double(t->hard, s.hard);
+    t->outside = add_double(t->outside, s.outside);
+    t->minus_wu = add_double(t->minus_wu, s.minus_wu);
 }
 
-INLINE void flush(row_acc *a)
+INLINE block_sums no_sums(void)
 {
-    for (int k = 0; k < SUM_BLOCKS; k++) {
-        add_double(&a->total[k], a->block[k]);
-        a->block[k] = _mm256_setzero_ps();
+    const __m256 zero = _mm256_setzero_ps();
+    return (block_sums){zero, zero, zero, zero, zero};
+}
+
+/* The full vectors [from, to) of a row, every lane in the rest sums. */
+INLINE void sums_range(const float *z, const float *v, size_t n, sums_consts k, row_totals *t,
+                       float *store, int teacher, int label, size_t from, size_t to)
+{
+    const __m256 zero = _mm256_setzero_ps();
+    __m256d wb = t->wb;
+    for (size_t i = from; i < to;) {
+        block_sums s = no_sums();
+        const size_t end = to - i > 8 * BLOCK ? i + 8 * BLOCK : to;
+        for (; i < end; i += 8) {
+            _mm_prefetch((const char *)(z + i + PREFETCH), _MM_HINT_T0);
+            if (teacher)
+                _mm_prefetch((const char *)(v + i + PREFETCH), _MM_HINT_T0);
+            sums_step(k, _mm256_loadu_ps(z + i), teacher ? _mm256_loadu_ps(v + i) : zero, &s,
+                      &wb, teacher, label, 0, zero, zero, store + i, n);
+        }
+        flush(t, s);
     }
+    t->wb = wb;
+}
+
+/* A lane mask of every lane but `lane` (none left out when lane >= 8). */
+INLINE __m256 other_lanes(size_t lane)
+{
+    const __m256i one = _mm256_set1_epi32(lane < 8 ? (int)lane : -1);
+    __m256i hit = _mm256_cmpeq_epi32(_mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7), one);
+    return _mm256_castsi256_ps(_mm256_xor_si256(hit, _mm256_set1_epi32(-1)));
+}
+
+/* The vector at i (a full one, or the row's last n % 8 classes), without the first maxima in
+ * the rest sums. */
+INLINE void sums_special(const float *z, const float *v, size_t n, const kd_fast_row_consts *c,
+                         sums_consts k, row_totals *t, float *store, int teacher, int label,
+                         size_t i)
+{
+    const __m256 zero = _mm256_setzero_ps();
+    /* lane j is class i + j: the lanes other than the first maxima's */
+    const __m256 zrest = other_lanes(c->zfirst - i), vrest = other_lanes(c->vfirst - i);
+    block_sums s = no_sums();
+    if (i + 8 <= n) {
+        sums_step(k, _mm256_loadu_ps(z + i), teacher ? _mm256_loadu_ps(v + i) : zero, &s, &t->wb,
+                  teacher, label, 1, zrest, vrest, store + i, n);
+    } else {
+        const size_t left = n - i;
+        float tail[KD_FAST_STORE_ROWS * 8] = {0.0f};
+        sums_step(k, load_tail(z + i, left), teacher ? load_tail(v + i, left) : zero, &s, &t->wb,
+                  teacher, label, 1, zrest, vrest, tail, 8);
+        for (size_t row = 0; row < KD_FAST_STORE_ROWS; row++)
+            _mm256_maskstore_ps(store + row * n + i, tail_mask(left),
+                                _mm256_loadu_ps(tail + 8 * row));
+    }
+    flush(t, s);
 }
 
 INLINE void sums_loop(const float *z, const float *v, size_t n, const kd_fast_row_consts *c,
-                      row_acc *a, float *store, int teacher, int label)
+                      row_totals *t, float *store, int teacher, int label, int squarings,
+                      int entropy)
 {
-    size_t i = 0, steps = 0;
-    for (; i + 8 <= n; i += 8) {
-        sums_step(c, _mm256_loadu_ps(z + i), teacher ? _mm256_loadu_ps(v + i) : _mm256_setzero_ps(),
-                  a, teacher, label, store + i, store + n + i, store + 2 * n + i);
-        if (++steps % BLOCK == 0)
-            flush(a);
+    const sums_consts k = {SPLAT(c->zmax), SPLAT(c->vmax), SPLAT(c->inv_t), SPLAT(c->delta),
+                           SPLAT(c->centre), entropy, squarings};
+    /* The vectors holding the first maxima (and the partial last one) are special: every
+     * other vector adds all its lanes to the rest sums. */
+    const size_t full = n / 8 * 8;
+    size_t cut[3] = {c->zfirst / 8 * 8, teacher ? c->vfirst / 8 * 8 : full, full};
+    if (cut[0] > cut[1]) {
+        size_t swap = cut[0];
+        cut[0] = cut[1];
+        cut[1] = swap;
     }
-    if (i < n) {
-        float tail[3][8];
-        sums_step(c, load_tail(z + i, n - i),
-                  teacher ? load_tail(v + i, n - i) : _mm256_setzero_ps(), a, teacher, label,
-                  tail[0], tail[1], tail[2]);
-        for (size_t k = 0; k < 3; k++)
-            _mm256_maskstore_ps(store + k * n + i, tail_mask(n - i), _mm256_loadu_ps(tail[k]));
+    size_t from = 0;
+    for (int j = 0; j < 3; j++) {
+        if (cut[j] < from)
+            continue; /* the same vector as the previous cut */
+        sums_range(z, v, n, k, t, store, teacher, label, from, cut[j]);
+        if (cut[j] < n)
+            sums_special(z, v, n, c, k, t, store, teacher, label, cut[j]);
+        from = cut[j] + 8;
     }
-    flush(a);
 }
 
 static void avx2_sums(const float *z, const float *v, size_t n, const kd_fast_row_consts *c,
                       kd_fast_row_sums *out, float *store)
 {
-    row_acc a;
-    memset(&a, 0, sizeof a);
-    if (c->teacher && c->label)
-        sums_loop(z, v, n, c, &a, store, 1, 1);
-    else if (c->teacher)
-        sums_loop(z, v, n, c, &a, store, 1, 0);
-    else
-        sums_loop(z, v, n, c, &a, store, 0, 1);
-    out->student_rest = total(&a.total[0]) + ((double)c->zties - 1.0);
-    out->teacher_rest = total(&a.total[1]) + ((double)c->vties - 1.0);
-    out->hard_rest = total(&a.total[2]) + ((double)c->zties - 1.0);
-    out->outside = total(&a.total[3]);
-    out->wb = total(&a.wb);
-    out->wu = -total(&a.total[5]);
-}
-
-static double avx2_phi(const float *z, const float *v, size_t n, const kd_fast_row_consts *c,
-                       const float *store, int *overflow)
-{
-    row_acc a;
-    memset(&a, 0, sizeof a);
-    const float *w = store + n;
-    size_t i = 0, steps = 0;
-    for (; i + 8 <= n; i += 8) {
-        phi_step(c, _mm256_loadu_ps(z + i), _mm256_loadu_ps(v + i), _mm256_loadu_ps(w + i), &a);
-        if (++steps % BLOCK == 0)
-            flush(&a);
+    const __m256d zero = _mm256_setzero_pd();
+    row_totals t = {zero, zero, zero, zero, zero, zero};
+    /* every combination of the loop's constants has its own loop */
+    const int e = c->entropy;
+    if (c->teacher && c->label) {
+        switch (c->squarings) {
+        case 0: sums_loop(z, v, n, c, &t, store, 1, 1, 0, e); break;
+        case 1: sums_loop(z, v, n, c, &t, store, 1, 1, 1, e); break;
+        case 2:
+            if (e)
+                sums_loop(z, v, n, c, &t, store, 1, 1, 2, 1);
+            else
+                sums_loop(z, v, n, c, &t, store, 1, 1, 2, 0);
+            break;
+        case 3: sums_loop(z, v, n, c, &t, store, 1, 1, 3, e); break;
+        default:
+            if (e)
+                sums_loop(z, v, n, c, &t, store, 1, 1, -1, 1);
+            else
+                sums_loop(z, v, n, c, &t, store, 1, 1, -1, 0);
+            break;
+        }
+    } else if (c->teacher) {
+        if (e)
+            sums_loop(z, v, n, c, &t, store, 1, 0, -1, 1);
+        else
+            sums_loop(z, v, n, c, &t, store, 1, 0, -1, 0);
+    } else {
+        sums_loop(z, v, n, c, &t, store, 0, 1, -1, 0);
     }
-    if (i < n)
-        phi_step(c, load_tail(z + i, n - i), load_tail(v + i, n - i),
-                 load_stored_tail(w + i, n - i), &a);
-    flush(&a);
-    *overflow = _mm256_movemask_ps(a.overflow) != 0;
-    return total(&a.total[4]);
+    out->student_rest = total(t.student);
+    out->teacher_rest = total(t.teacher);
+    out->hard_rest = total(t.hard);
+    out->outside = total(t.outside);
+    out->wb = total(t.wb);
+    out->wu = -total(t.minus_wu);
 }
 
-/* One vector of the gradient, from the exponentials es, eq, e1 of the sums pass. */
-INLINE __m256 grad_step(const kd_fast_row_consts *c, const kd_fast_grad_consts *g, __m256 zi,
-                        __m256 vi, __m256 es, __m256 eq, __m256 e1, int teacher, int label)
+/* One vector of the phi pass: adds w phi(b) where w > 0. */
+INLINE void phi_step(__m256 r, __m256 w, __m256 inv_t, __m256 centre, __m256 *sum,
+                     __m256 *overflow)
+{
+    __m256 kept = _mm256_cmp_ps(w, _mm256_setzero_ps(), _CMP_GT_OQ);
+    __m256 b = _mm256_and_ps(kept, _mm256_fmsub_ps(r, inv_t, centre));
+    *overflow = _mm256_or_ps(*overflow, _mm256_cmp_ps(b, SPLAT(-KD_FAST_PHI_LIMIT), _CMP_LT_OQ));
+    *sum = _mm256_fmadd_ps(w, phi8(b, kept), *sum);
+}
+
+static double avx2_phi(size_t n, float inv_t, float centre, const float *store, int *overflow)
+{
+    const float *w = store + n, *r = store + 2 * n;
+    const __m256 inv = SPLAT(inv_t), mean = SPLAT(centre);
+    __m256 over = _mm256_setzero_ps();
+    __m256d sum = _mm256_setzero_pd();
+    size_t i = 0;
+    while (i + 8 <= n) {
+        __m256 block = _mm256_setzero_ps();
+        const size_t end = n - i >= 8 * BLOCK ? i + 8 * BLOCK : n / 8 * 8;
+        for (; i < end; i += 8)
+            phi_step(_mm256_loadu_ps(r + i), _mm256_loadu_ps(w + i), inv, mean, &block, &over);
+        sum = add_double(sum, block);
+    }
+    if (i < n) { /* w = 0 in the padding */
+        __m256 block = _mm256_setzero_ps();
+        phi_step(load_stored_tail(r + i, n - i), load_stored_tail(w + i, n - i), inv, mean,
+                 &block, &over);
+        sum = add_double(sum, block);
+    }
+    *overflow = _mm256_movemask_ps(over) != 0;
+    return total(sum);
+}
+
+/* One vector of the gradient, from the store's es, eq and r (e1: its stored e^(z - zmax), or
+ * es squared). */
+/* What the gradient pass needs of the row's constants, as vectors (loaded once). */
+typedef struct grad_consts {
+    __m256 inv_zs, inv_zq, inv_t, shift, soft, hard, inv_z1;
+    int squarings; /* of es into e1, or -1: e1 is stored */
+} grad_consts;
+
+INLINE __m256 grad_step(grad_consts k, __m256 es, __m256 eq, __m256 r, __m256 e1, int teacher,
+                        int label)
 {
     __m256 x = _mm256_setzero_ps();
     if (teacher) {
-        __m256 p = _mm256_mul_ps(es, SPLAT(g->inv_zs));
-        __m256 q = _mm256_mul_ps(eq, SPLAT(g->inv_zq));
-        __m256 d = _mm256_fmsub_ps(_mm256_sub_ps(_mm256_sub_ps(vi, zi), SPLAT(c->delta)),
-                                   SPLAT(c->inv_t), SPLAT(g->shift));
-        __m256 m = _mm256_sub_ps(_mm256_setzero_ps(), d); /* expm1(m) = m + m^2 tail(m) */
+        __m256 p = _mm256_mul_ps(es, k.inv_zs);
+        __m256 q = _mm256_mul_ps(eq, k.inv_zq);
+        /* m = -d = shift - r inv_t, exactly the negation of d (one rounding either way) */
+        __m256 m = _mm256_fnmadd_ps(r, k.inv_t, k.shift); /* expm1(m) = m + m^2 tail(m) */
         __m256 near = _mm256_mul_ps(q, _mm256_fmadd_ps(_mm256_mul_ps(m, m), tail8(m), m));
-        x = _mm256_mul_ps(SPLAT(g->soft), _mm256_blendv_ps(_mm256_sub_ps(p, q), near, small8(d)));
+        x = _mm256_mul_ps(k.soft, _mm256_blendv_ps(_mm256_sub_ps(p, q), near, small8(m)));
     }
-    if (label)
-        x = _mm256_fmadd_ps(SPLAT(g->hard), _mm256_mul_ps(e1, SPLAT(g->inv_z1)), x);
+    if (label) {
+        for (int j = 0; j < k.squarings; j++)
+            e1 = _mm256_mul_ps(e1, e1);
+        x = _mm256_fmadd_ps(k.hard, _mm256_mul_ps(e1, k.inv_z1), x);
+    }
     return x;
 }
 
-INLINE void grad_loop(const float *z, const float *v, size_t n, const kd_fast_row_consts *c,
-                      const kd_fast_grad_consts *g, const float *store, float *grad,
-                      int teacher, int label)
+/* squarings: as c->squarings with a teacher, else -1 (a constant of the loop) */
+INLINE void grad_loop(size_t n, const kd_fast_row_consts *c, const kd_fast_grad_consts *g,
+                      const float *store, float *grad, int teacher, int label, int squarings)
 {
-    const float *es = store, *eq = store + n, *e1 = store + 2 * n;
+    const float *es = store, *eq = store + n, *r = store + 2 * n;
+    const float *e1 = squarings >= 0 ? es : store + 3 * n;
+    const grad_consts k = {SPLAT(g->inv_zs), SPLAT(g->inv_zq), SPLAT(c->inv_t), SPLAT(g->shift),
+                           SPLAT(g->soft),   SPLAT(g->hard),   SPLAT(g->inv_z1), squarings};
     const __m256 zero = _mm256_setzero_ps();
     const int stream = g->stream && (uintptr_t)grad % 32 == 0;
     size_t i = 0;
     for (; i + 8 <= n; i += 8) {
-        __m256 x = grad_step(c, g, teacher ? _mm256_loadu_ps(z + i) : zero,
-                             teacher ? _mm256_loadu_ps(v + i) : zero,
-                             teacher ? _mm256_loadu_ps(es + i) : zero,
+        __m256 x = grad_step(k, teacher ? _mm256_loadu_ps(es + i) : zero,
                              teacher ? _mm256_loadu_ps(eq + i) : zero,
+                             teacher ? _mm256_loadu_ps(r + i) : zero,
                              label ? _mm256_loadu_ps(e1 + i) : zero, teacher, label);
         if (stream)
             _mm256_stream_ps(grad + i, x); /* a large batch: past the caches */
@@ -399,24 +543,30 @@ INLINE void grad_loop(const float *z, const float *v, size_t n, const kd_fast_ro
     if (i < n) {
         const size_t left = n - i;
         _mm256_maskstore_ps(grad + i, tail_mask(left),
-                            grad_step(c, g, teacher ? load_tail(z + i, left) : zero,
-                                      teacher ? load_tail(v + i, left) : zero,
-                                      teacher ? load_stored_tail(es + i, left) : zero,
+                            grad_step(k, teacher ? load_stored_tail(es + i, left) : zero,
                                       teacher ? load_stored_tail(eq + i, left) : zero,
+                                      teacher ? load_stored_tail(r + i, left) : zero,
                                       label ? load_stored_tail(e1 + i, left) : zero, teacher,
                                       label));
     }
 }
 
-static void avx2_grad(const float *z, const float *v, size_t n, const kd_fast_row_consts *c,
-                      const kd_fast_grad_consts *g, const float *store, float *grad)
+static void avx2_grad(size_t n, const kd_fast_row_consts *c, const kd_fast_grad_consts *g,
+                      const float *store, float *grad)
 {
-    if (c->teacher && c->label)
-        grad_loop(z, v, n, c, g, store, grad, 1, 1);
-    else if (c->teacher)
-        grad_loop(z, v, n, c, g, store, grad, 1, 0);
-    else
-        grad_loop(z, v, n, c, g, store, grad, 0, 1);
+    if (c->teacher && c->label) {
+        switch (c->squarings) {
+        case 0: grad_loop(n, c, g, store, grad, 1, 1, 0); break;
+        case 1: grad_loop(n, c, g, store, grad, 1, 1, 1); break;
+        case 2: grad_loop(n, c, g, store, grad, 1, 1, 2); break;
+        case 3: grad_loop(n, c, g, store, grad, 1, 1, 3); break;
+        default: grad_loop(n, c, g, store, grad, 1, 1, -1); break;
+        }
+    } else if (c->teacher) {
+        grad_loop(n, c, g, store, grad, 1, 0, -1);
+    } else {
+        grad_loop(n, c, g, store, grad, 0, 1, -1);
+    }
 }
 
 static void avx2_exp(const float *x, size_t n, float *out)
