@@ -27,7 +27,8 @@ typedef struct options {
     const char *data, *json, *teacher_file, *save_dir;
     int teacher_epochs, epochs, threads, quick, quiet, omit_class, ensemble, jitter;
     size_t teacher_hidden, hidden, batch;
-    double temperature, alpha, transfer_fraction, learning_rate, teacher_learning_rate;
+    double temperature, alpha, transfer_fraction, learning_rate, teacher_learning_rate,
+        learning_rate_decay;
     double input_dropout, hidden_dropout; /* the teacher's */
     uint64_t seed;
 } options;
@@ -46,9 +47,10 @@ static void usage(FILE *to)
             "  --teacher-hidden N      units per hidden layer of the teacher [1200]\n"
             "  --temperature T         distillation temperature [20]\n"
             "  --alpha A               weight of the soft term, in [0, 1] [0.9]\n"
-            "  --learning-rate R       the small nets' SGD rate of the first epoch (momentum 0.9,\n"
-            "                          x0.95 an epoch) [0.02]\n"
+            "  --learning-rate R       the small nets' SGD rate of the first epoch (momentum 0.9)\n"
+            "                          [0.02]\n"
             "  --teacher-learning-rate R   the teacher's [0.05]\n"
+            "  --learning-rate-decay D every net's rate is multiplied by D after each epoch [0.95]\n"
             "  --batch N               mini-batch size [100]\n"
             "  --input-dropout P       the teacher's dropout rate on its inputs [0]\n"
             "  --hidden-dropout P      the teacher's dropout rate on its hidden units [0.2]\n"
@@ -95,6 +97,7 @@ static int parse_options(int argc, char **argv, options *o)
                    .transfer_fraction = 1.0,
                    .learning_rate = 0.02,
                    .teacher_learning_rate = 0.05,
+                   .learning_rate_decay = 0.95,
                    .input_dropout = 0.0,
                    .hidden_dropout = 0.2,
                    .jitter = 0,
@@ -134,6 +137,7 @@ static int parse_options(int argc, char **argv, options *o)
         NUMBER("--alpha", 0, 1, o->alpha = x)
         NUMBER("--learning-rate", 0, 10, o->learning_rate = x)
         NUMBER("--teacher-learning-rate", 0, 10, o->teacher_learning_rate = x)
+        NUMBER("--learning-rate-decay", 0, 1, o->learning_rate_decay = x)
         NUMBER("--batch", 1, 60000, o->batch = (size_t)x)
         NUMBER("--input-dropout", 0, 0.9, o->input_dropout = x)
         NUMBER("--jitter", 0, 8, o->jitter = (int)x)
@@ -168,7 +172,7 @@ static train_config base_config(const options *o, const char *name, size_t hidde
                           .epochs = epochs,
                           .batch = o->batch,
                           .learning_rate = o->learning_rate,
-                          .learning_rate_decay = 0.95,
+                          .learning_rate_decay = o->learning_rate_decay,
                           .momentum = 0.9,
                           .seed = seed,
                           .temperature = o->temperature,
