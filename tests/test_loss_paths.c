@@ -489,7 +489,7 @@ static void kernels_on_each_kind_of_row(void **state)
     enum { ROWS = 3 };
     static const size_t lengths[] = {5, 8, 37, 64};
     static const double alphas[] = {0.0, 0.6, 1.0};
-    static const double row_temperatures[] = {1.0, 3.0};
+    static const double row_temperatures[] = {1.0, 3.0, 8.0}; /* 8: three squarings */
     const kd_fast_kernels *sets[2];
     const size_t set_count = kernel_sets(sets);
     kd_loss *loss = NULL;
