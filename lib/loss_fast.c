@@ -90,7 +90,7 @@ static unsigned portable_check(const float *z, const float *v, size_t n, kd_fast
 
 int kd_fast_row_fits(const kd_fast_row_info *info, double t)
 {
-    return (double)info->absmax <= 0x1p64 * fmin(t, 1.0);
+    return (double)info->absmax <= 0x1p16 * fmin(t, 1.0);
 }
 
 /* r_i of the row: (v - z) - delta. */

@@ -29,9 +29,10 @@ typedef struct kd_fast_row_info {
 } kd_fast_row_info;
 
 /* Whether the float kernels can represent a row at temperature t: every unmasked logit,
- * divided by t, within 2^64 of 0, so that differences of logits and of shifted logits stay
- * far from float overflow. Other rows (logits near FLT_MAX, or huge against t) take the
- * double-precision path. */
+ * divided by min(t, 1), within 2^16 of 0. Other rows (logits huge against t: their softmax is
+ * saturated) take the double-precision path. A bound of 2^64 let a row with a student logit of
+ * 5.6e10 at T = 1 through, whose KL gradient came out wrong (tests/fuzz/corpus/loss/
+ * regression-kl-gradient-2e10). */
 int kd_fast_row_fits(const kd_fast_row_info *info, double t);
 
 /* What the per-element passes need of one row. s_i = (z_i - zmax) inv_t, u_i = (v_i - vmax)
