@@ -33,6 +33,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "bench_clock.h"
 #include "kd.h"
 #include "loss_fast.h"
 
@@ -42,20 +43,8 @@ static const double ALPHA = 0.5;
 static const size_t SHAPES[][2] = {{256, 10}, {128, 1000}, {1024, 1000}, {4096, 32000}, {512, 128256}};
 static const size_t THREADS[] = {1, 2};
 
-static double now(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
-}
-
 /* CPU time of the whole process (every thread), in seconds. */
-static double cpu_now(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &ts);
-    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
-}
+static double cpu_now(void) { return bench_seconds(CLOCK_PROCESS_CPUTIME_ID); }
 
 static int compare_doubles(const void *a, const void *b)
 {

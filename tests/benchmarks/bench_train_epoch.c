@@ -47,6 +47,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "bench_clock.h"
 #include "kd.h"
 
 /* OpenBLAS reports its kernel and thread count through these; weak, so that the benchmark also
@@ -112,20 +113,8 @@ typedef struct options {
     int sgemm_reps, epoch_reps, phases;
 } options;
 
-static double now(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
-}
-
 /* CPU time of the calling thread. */
-static double thread_cpu(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
-    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
-}
+static double thread_cpu(void) { return bench_seconds(CLOCK_THREAD_CPUTIME_ID); }
 
 /* splitmix64: the benchmark's own data generator (fixed seed, reproducible). */
 static uint64_t next_random(uint64_t *state)
