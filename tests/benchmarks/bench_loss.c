@@ -17,8 +17,10 @@
  * relative error of libkd's total loss and norm-wise relative error of its gradient against
  * a float64 evaluation of the same formulas on the same float inputs (and the same for the
  * three-pass code). Times are the best and the median of --reps repetitions (default: as many
- * as fit in ~0.6 s, at least 5) after one warm-up call. --quick runs the first three shapes.
- * T = 4 (the default) is a power of two, where the library forms the hard loss's e^(z - zmax)
+ * as fit in ~0.6 s, at least 5), taken in 5 rounds in which the floor and the library at 1
+ * and at 2 threads take turns (each after a warm-up call), so that the ratios compare times
+ * taken under the same load; "x 1thr" is the best 1-thread time over the best time. --quick
+ * runs the first three shapes. T = 4 (the default) is a power of two, where the library forms the hard loss's e^(z - zmax)
  * from the soft one's by squaring; --temperature 4.5 measures the general case.
  *
  * SPDX-License-Identifier: MIT
@@ -37,7 +39,7 @@
 #include "kd.h"
 #include "loss_fast.h"
 
-enum { MAX_REPS = 200, MAX_THREADS = 2 };
+enum { MAX_REPS = 200, MAX_THREADS = 2, ROUNDS = 5 };
 static double TEMPERATURE = 4.0; /* --temperature */
 static const double ALPHA = 0.5;
 static const size_t SHAPES[][2] = {{256, 10}, {128, 1000}, {1024, 1000}, {4096, 32000}, {512, 128256}};
@@ -52,17 +54,26 @@ static int compare_doubles(const void *a, const void *b)
     return (x > y) - (x < y);
 }
 
+/* The repetitions of one program at one thread count, gathered over the rounds. */
+typedef struct samples {
+    double times[MAX_REPS];
+    int reps;
+    double cpu; /* process CPU seconds over every repetition (libkd only) */
+} samples;
+
 typedef struct timing {
     double best, median;
     int reps;
     double cpu; /* mean process CPU seconds per repetition (libkd only) */
 } timing;
 
-static timing summarise(double *times, int reps)
+static timing summarise(samples *s)
 {
+    const int reps = s->reps;
+    double *times = s->times;
     qsort(times, (size_t)reps, sizeof *times, compare_doubles);
     timing t = {times[0], reps % 2 ? times[reps / 2] : 0.5 * (times[reps / 2 - 1] + times[reps / 2]),
-                reps, 0.0};
+                reps, s->cpu / reps};
     return t;
 }
 
@@ -99,8 +110,9 @@ static void *team_loop(void *argument)
     return NULL;
 }
 
-/* Runs fn on `threads` threads `reps` times (after a warm-up) and times each repetition. */
-static timing team_run(team_fn fn, void *context, size_t threads, int reps)
+/* Runs fn on `threads` threads `reps` times (after a warm-up) and adds each repetition's time
+ * to *out. */
+static void team_run(team_fn fn, void *context, size_t threads, int reps, samples *out)
 {
     team t;
     t.fn = fn;
@@ -118,7 +130,8 @@ static timing team_run(team_fn fn, void *context, size_t threads, int reps)
     for (size_t k = 1; k < threads; k++)
         pthread_join(ids[k], NULL);
     pthread_barrier_destroy(&t.barrier);
-    return summarise(t.times, reps);
+    for (int rep = 0; rep < reps && out->reps < MAX_REPS; rep++)
+        out->times[out->reps++] = t.times[rep];
 }
 
 static void share(size_t n, size_t index, size_t threads, size_t *first, size_t *last)
@@ -228,7 +241,8 @@ static accuracy float64_error(const problem *p, const float *grad, double total)
 
 /* ---- The library -------------------------------------------------------------------------- */
 
-static timing time_libkd(kd_loss *loss, problem *p, int reps, float *values)
+/* Times `reps` calls (after a warm-up) into *out. */
+static void time_libkd(kd_loss *loss, problem *p, int reps, float *values, samples *out)
 {
     double times[MAX_REPS], cpu_start = 0.0;
     for (int rep = -1; rep < reps; rep++) {
@@ -244,10 +258,9 @@ static timing time_libkd(kd_loss *loss, problem *p, int reps, float *values)
         if (rep >= 0)
             times[rep] = now() - start;
     }
-    const double cpu = (cpu_now() - cpu_start) / reps;
-    timing t = summarise(times, reps);
-    t.cpu = cpu;
-    return t;
+    out->cpu += cpu_now() - cpu_start;
+    for (int rep = 0; rep < reps && out->reps < MAX_REPS; rep++)
+        out->times[out->reps++] = times[rep];
 }
 
 typedef struct exp_job {
@@ -267,14 +280,15 @@ static void exp_rounds(void *context, size_t index, size_t threads)
 /* e^x evaluations per second (all threads together), best of 7. */
 static double exp_rate(size_t threads)
 {
+    samples s = {{0.0}, 0, 0.0};
     static exp_job job;
     job.kernels = kd_fast_best();
     job.rounds = 2000;
     for (size_t k = 0; k < MAX_THREADS; k++)
         for (size_t i = 0; i < 4096; i++)
             job.in[k][i] = -20.0f * (float)i / 4096.0f;
-    timing t = team_run(exp_rounds, &job, threads, 7);
-    return 4096.0 * job.rounds * (double)threads / t.best;
+    team_run(exp_rounds, &job, threads, 7, &s);
+    return 4096.0 * job.rounds * (double)threads / summarise(&s).best;
 }
 
 /* ---- Driver ------------------------------------------------------------------------------- */
@@ -334,8 +348,9 @@ int main(int argc, char **argv)
            kd_fast_best()->name, TEMPERATURE, ALPHA);
     printf("exp throughput (kernel e^x on an L1-resident buffer): %.2f G/s on 1 thread, %.2f G/s "
            "on 2\n\n", exp1 * 1e-9, exp2 * 1e-9);
-    printf("%-12s %3s | %9s %9s %7s %6s | %9s %7s | %9s %7s | %8s %8s | %9s %9s\n", "shape",
-           "thr", "libkd ms", "median", "GB/s", "cpu ns", "floor ms", "GB/s", "3pass ms", "GB/s",
+    printf("%-12s %3s | %9s %9s %7s %6s %6s | %9s %7s %6s | %9s %7s | %8s %8s | %9s %9s\n",
+           "shape", "thr", "libkd ms", "median", "GB/s", "cpu ns", "x 1thr", "floor ms", "GB/s",
+           "x 1thr", "3pass ms", "GB/s",
            "of floor", "x 3pass", "err loss", "err grad");
     if (json != NULL)
         fprintf(json, "{\n  \"library\": \"%s\", \"kernels\": \"%s\", \"temperature\": %g, "
@@ -381,21 +396,42 @@ int main(int argc, char **argv)
         three_pass(&p, 0, 1);
         accuracy naive_acc = float64_error(&p, p.grad, p.row_loss[0]);
 
-        for (size_t k = 0; k < sizeof THREADS / sizeof THREADS[0]; k++) {
+        /* The floor and the library at every thread count take turns, ROUNDS times: the
+         * machine's load drifts, and each ratio (of floor, 1 -> 2 threads) should compare
+         * times taken under the same conditions. */
+        enum { THREAD_COUNTS = sizeof THREADS / sizeof THREADS[0] };
+        samples floor_s[THREAD_COUNTS], kd_s[THREAD_COUNTS];
+        float threaded[THREAD_COUNTS][KD_LOSS_VALUE_COUNT];
+        int reps[THREAD_COUNTS];
+        for (size_t k = 0; k < THREAD_COUNTS; k++) {
+            floor_s[k] = kd_s[k] = (samples){{0.0}, 0, 0.0};
+            reps[k] = (reps_for(one_call / (double)THREADS[k], fixed_reps) + ROUNDS - 1) / ROUNDS;
+        }
+        for (int round = 0; round < ROUNDS; round++) {
+            for (size_t k = 0; k < THREAD_COUNTS; k++) {
+                kd_loss_set(loss, KD_LOSS_PARAM_THREADS, (double)THREADS[k]);
+                team_run(stream, &p, THREADS[k], reps[k], &floor_s[k]);
+                time_libkd(loss, &p, reps[k], threaded[k], &kd_s[k]);
+            }
+        }
+        double best[THREAD_COUNTS], floor_best[THREAD_COUNTS];
+        for (size_t k = 0; k < THREAD_COUNTS; k++) {
             const size_t threads = THREADS[k];
-            kd_loss_set(loss, KD_LOSS_PARAM_THREADS, (double)threads);
-            const int reps = reps_for(one_call / (double)threads, fixed_reps);
-            timing floor_t = team_run(stream, &p, threads, reps);
-            float threaded[KD_LOSS_VALUE_COUNT];
-            timing kd_t = time_libkd(loss, &p, reps, threaded);
-            timing naive_t = team_run(three_pass, &p, threads, reps < 5 ? reps : 5);
+            const timing floor_t = summarise(&floor_s[k]), kd_t = summarise(&kd_s[k]);
+            best[k] = kd_t.best;
+            floor_best[k] = floor_t.best;
+            samples naive_s = {{0.0}, 0, 0.0};
+            team_run(three_pass, &p, threads, reps[k] * ROUNDS < 5 ? reps[k] * ROUNDS : 5,
+                     &naive_s);
+            const timing naive_t = summarise(&naive_s);
             const double gb = 12.0 * (double)n * 1e-9;
-            const int identical = memcmp(values, threaded, sizeof values) == 0;
-            printf("%5zux%-6zu %3zu | %9.3f %9.3f %7.2f %6.2f | %9.3f %7.2f | %9.3f %7.2f | %8.3f "
-                   "%8.2f | %9.1e %9.1e%s\n",
+            const int identical = memcmp(values, threaded[k], sizeof values) == 0;
+            const double speedup = best[0] / kd_t.best, floor_speedup = floor_best[0] / floor_t.best;
+            printf("%5zux%-6zu %3zu | %9.3f %9.3f %7.2f %6.2f %5.2fx | %9.3f %7.2f %5.2fx | %9.3f %7.2f | "
+                   "%8.3f %8.2f | %9.1e %9.1e%s\n",
                    p.rows, p.classes, threads, kd_t.best * 1e3, kd_t.median * 1e3, gb / kd_t.best,
-                   kd_t.cpu * 1e9 / (double)n,
-                   floor_t.best * 1e3, gb / floor_t.best, naive_t.best * 1e3, gb / naive_t.best,
+                   kd_t.cpu * 1e9 / (double)n, speedup,
+                   floor_t.best * 1e3, gb / floor_t.best, floor_speedup, naive_t.best * 1e3, gb / naive_t.best,
                    floor_t.best / kd_t.best, naive_t.best / kd_t.best, acc.loss, acc.grad,
                    identical ? "" : "  (values differ from 1 thread!)");
             fflush(stdout);
@@ -403,7 +439,8 @@ int main(int argc, char **argv)
                 fprintf(json,
                         "%s\n    {\"rows\": %zu, \"classes\": %zu, \"threads\": %zu, \"reps\": %d,"
                         " \"libkd_s\": {\"best\": %.6e, \"median\": %.6e}, \"libkd_gbps\": %.4f,"
-                        " \"libkd_cpu_ns_per_element\": %.4f,"
+                        " \"libkd_cpu_ns_per_element\": %.4f, \"libkd_speedup_vs_1_thread\": %.4f,"
+                        " \"floor_speedup_vs_1_thread\": %.4f,"
                         " \"floor_s\": {\"best\": %.6e, \"median\": %.6e}, \"floor_gbps\": %.4f,"
                         " \"three_pass_s\": {\"best\": %.6e, \"median\": %.6e},"
                         " \"three_pass_gbps\": %.4f, \"fraction_of_floor\": %.4f,"
@@ -412,7 +449,8 @@ int main(int argc, char **argv)
                         " \"three_pass_error_loss\": %.3e, \"three_pass_error_grad\": %.3e,"
                         " \"bit_identical_to_1_thread\": %s}",
                         first_json ? "" : ",", p.rows, p.classes, threads, kd_t.reps, kd_t.best,
-                        kd_t.median, gb / kd_t.best, kd_t.cpu * 1e9 / (double)n, floor_t.best, floor_t.median,
+                        kd_t.median, gb / kd_t.best, kd_t.cpu * 1e9 / (double)n, speedup, floor_speedup,
+                        floor_t.best, floor_t.median,
                         gb / floor_t.best, naive_t.best, naive_t.median, gb / naive_t.best,
                         floor_t.best / kd_t.best, naive_t.best / kd_t.best,
                         (double)values[KD_LOSS_VALUE_TOTAL], acc.loss, acc.grad, naive_acc.loss,
@@ -433,6 +471,7 @@ int main(int argc, char **argv)
     printf("\nfloor: c[i] = a[i] + b[i] over rows x classes floats; 3pass: the textbook float "
            "code; of floor = floor time / libkd time; x 3pass = 3pass time / libkd time;\n"
            "cpu ns: libkd's process CPU time per element (all threads), the work whatever the "
-           "machine's load; err: libkd against float64 (loss: relative; grad: norm-wise)\n");
+           "machine's load;\nx 1thr: best 1-thread time / best time; the floor and libkd take "
+           "turns at each thread count, %d rounds; err: libkd against float64 (loss: relative; grad: norm-wise)\n", ROUNDS);
     return 0;
 }
