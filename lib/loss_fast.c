@@ -93,10 +93,10 @@ int kd_fast_row_fits(const kd_fast_row_info *info, double t)
     return (double)info->absmax <= 0x1p16 * fmin(t, 1.0);
 }
 
-/* r_i of the row: (v - z) - delta. */
+/* r_i of the row: (v - z) - delta, in double (v - z exact) and rounded once. */
 static float log_ratio(const kd_fast_row_consts *c, float z, float v)
 {
-    return (v - z) - c->delta;
+    return (float)(((double)v - (double)z) - c->delta);
 }
 
 static void portable_sums(const float *z, const float *v, size_t n, const kd_fast_row_consts *c,
@@ -211,7 +211,7 @@ void kd_fast_row(const kd_fast_kernels *k, const kd_row_spec *spec, const float 
                  const float *v, size_t n, int32_t label, const kd_fast_row_info *info,
                  float *store, int stream, double *soft, double *hard, float *grad)
 {
-    kd_fast_row_consts c = {0.0f, 0.0f, (float)(1.0 / spec->t), 0.0f, 0.0f, 0, 0,
+    kd_fast_row_consts c = {0.0f, 0.0f, (float)(1.0 / spec->t), 0.0f, 0.0, 0, 0,
                             spec->has_teacher, spec->has_label,
                             spec->divergence == KD_DIVERGENCE_CROSS_ENTROPY, -1};
     for (int power = 0; power < 4; power++)
@@ -222,7 +222,7 @@ void kd_fast_row(const kd_fast_kernels *k, const kd_row_spec *spec, const float 
     if (c.teacher) {
         c.vmax = info->vmax;
         c.vfirst = info->top;
-        c.delta = c.vmax - c.zmax;
+        c.delta = (double)c.vmax - (double)c.zmax;
         c.centre = log_ratio(&c, z[info->top], v[info->top]) * c.inv_t;
     }
     kd_fast_row_sums s;

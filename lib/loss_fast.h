@@ -36,10 +36,12 @@ typedef struct kd_fast_row_info {
 int kd_fast_row_fits(const kd_fast_row_info *info, double t);
 
 /* What the per-element passes need of one row. s_i = (z_i - zmax) inv_t, u_i = (v_i - vmax)
- * inv_t, r_i = (v_i - z_i) - delta, a_i = r_i inv_t = log q_i - log p_i up to a row constant,
- * and b_i = a_i - centre. */
+ * inv_t, r_i = (v_i - z_i) - delta (rounded once: the float v_i - z_i alone may round away
+ * the whole difference between p and q when the student's logits are the teacher's plus a
+ * constant), a_i = r_i inv_t = log q_i - log p_i up to a row constant, and b_i = a_i - centre. */
 typedef struct kd_fast_row_consts {
-    float zmax, vmax, inv_t, delta, centre;
+    float zmax, vmax, inv_t, centre;
+    double delta; /* vmax - zmax (exact: two floats' difference within 2^-53) */
     size_t zfirst, vfirst; /* the first classes where z_i = zmax and v_i = vmax */
     int teacher, label;  /* which terms the row computes */
     int entropy;         /* also sum w u (cross-entropy's H(q)) */

@@ -227,7 +227,8 @@ enum { BLOCK = 4 };
 
 /* What the sums pass needs of kd_fast_row_consts, as vectors. */
 typedef struct sums_consts {
-    __m256 zmax, vmax, inv_t, delta, centre;
+    __m256 zmax, vmax, inv_t, centre;
+    __m256 delta_hi, delta_lo; /* delta = delta_hi + delta_lo */
     int entropy, squarings;
 } sums_consts;
 
@@ -273,6 +274,18 @@ INLINE __m256 phi8(__m256 b, __m256 kept)
     return phi;
 }
 
+/* r = (v - z) - delta per lane within about one rounding of r: v - z as an exact float pair
+ * s + e (Knuth's two-sum), then s - delta_hi (exact when s and delta_hi are close, the case
+ * where r is small), + e - delta_lo. */
+INLINE __m256 log_ratio8(sums_consts k, __m256 zi, __m256 vi)
+{
+    __m256 s = _mm256_sub_ps(vi, zi);
+    __m256 z_part = _mm256_sub_ps(s, vi); /* the rounded -z */
+    __m256 e = _mm256_sub_ps(_mm256_sub_ps(vi, _mm256_sub_ps(s, z_part)),
+                             _mm256_add_ps(zi, z_part));
+    return _mm256_sub_ps(_mm256_add_ps(_mm256_sub_ps(s, k.delta_hi), e), k.delta_lo);
+}
+
 /* Adds x to a rest sum: all lanes, or (masked) those of `rest`. */
 INLINE __m256 add_rest(__m256 sum, __m256 x, __m256 rest, int masked)
 {
@@ -304,7 +317,7 @@ INLINE void sums_step(sums_consts k, __m256 zi, __m256 vi, block_sums *s, __m256
         return;
     __m256 u = _mm256_mul_ps(_mm256_sub_ps(vi, k.vmax), k.inv_t);
     __m256 w = exp8(u);
-    __m256 r = _mm256_sub_ps(_mm256_sub_ps(vi, zi), k.delta);
+    __m256 r = log_ratio8(k, zi, vi);
     _mm256_storeu_ps(out, es);
     _mm256_storeu_ps(out + n, w);
     _mm256_storeu_ps(out + 2 * n, r);
@@ -392,8 +405,15 @@ INLINE void sums_loop(const float *z, const float *v, size_t n, const kd_fast_ro
                       row_totals *t, float *store, int teacher, int label, int squarings,
                       int entropy)
 {
-    const sums_consts k = {SPLAT(c->zmax), SPLAT(c->vmax), SPLAT(c->inv_t), SPLAT(c->delta),
-                           SPLAT(c->centre), entropy, squarings};
+    const float delta_hi = (float)c->delta;
+    const sums_consts k = {SPLAT(c->zmax),
+                           SPLAT(c->vmax),
+                           SPLAT(c->inv_t),
+                           SPLAT(c->centre),
+                           SPLAT(delta_hi),
+                           SPLAT((float)(c->delta - (double)delta_hi)),
+                           entropy,
+                           squarings};
     /* The vectors holding the first maxima (and the partial last one) are special: every
      * other vector adds all its lanes to the rest sums. */
     const size_t full = n / 8 * 8;

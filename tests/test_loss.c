@@ -1858,6 +1858,47 @@ static void huge_logits_keep_exact_gradients(void **state)
     kd_loss_destroy(loss);
 }
 
+/* A student whose logits are the teacher's plus a constant (rounded to float): the divergence
+ * is only the rounding of the shifted logits, 1e-14 to 1e-6, and must keep its relative
+ * accuracy. (v - z) - (vmax - zmax) formed in float lost it entirely: loss and gradient 0. */
+static void shifted_student_keeps_tiny_divergences(void **state)
+{
+    (void)state;
+    static const size_t shapes[][2] = {{3, 10}, {2, 1000}, {1, 32000}};
+    static const float offsets[] = {-3.0f, 0.7f, 10.0f, 1000.0f, 60000.0f};
+    static const double temperatures[] = {1.0, 4.0, 20.0};
+    static const kd_divergence divergences[] = {KD_DIVERGENCE_KL, KD_DIVERGENCE_CROSS_ENTROPY};
+    static const double alphas[] = {1.0, 0.7};
+    kd_loss *loss = new_loss();
+    kd_test_rng rng = {20261128};
+    for (size_t s = 0; s < COUNT(shapes); s++) {
+        const size_t rows = shapes[s][0], classes = shapes[s][1];
+        float *z = NEW(float, rows * classes), *v = NEW(float, rows * classes);
+        int32_t *labels = NEW(int32_t, rows);
+        fill_normal(v, rows * classes, 1.0 + (double)s, &rng);
+        fill_labels(labels, rows, classes, &rng);
+        for (size_t o = 0; o < COUNT(offsets); o++) {
+            for (size_t i = 0; i < rows * classes; i++)
+                z[i] = v[i] + offsets[o];
+            char what[64];
+            snprintf(what, sizeof what, "student = teacher + %g", (double)offsets[o]);
+            for (size_t t = 0; t < COUNT(temperatures); t++)
+                for (size_t d = 0; d < COUNT(divergences); d++)
+                    for (size_t a = 0; a < COUNT(alphas); a++) {
+                        loss_config c = make_config(divergences[d], temperatures[t], alphas[a],
+                                                    KD_REDUCTION_NONE);
+                        check_against_reference(loss, &c, z, v, alphas[a] < 1.0 ? labels : NULL,
+                                                rows, classes, 1e-5, what);
+                    }
+        }
+        free(labels);
+        free(v);
+        free(z);
+    }
+    kd_loss_destroy(loss);
+    expect_no_mismatch();
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -1881,6 +1922,7 @@ int main(void)
         cmocka_unit_test_setup(gradient_may_alias_student_logits, reset_mismatches),
         cmocka_unit_test_setup(strided_equals_packed, reset_mismatches),
         cmocka_unit_test(huge_logits_keep_exact_gradients),
+        cmocka_unit_test_setup(shifted_student_keeps_tiny_divergences, reset_mismatches),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
