@@ -13,7 +13,8 @@
  *   - probabilities lie in [0, 1], masked classes get exactly 0 (log: -INFINITY), and every row
  *     sums to 1 within PROB_SUM_TOLERANCE;
  *   - results agree with a double-precision reference within REFERENCE_TOLERANCE (relative)
- *     where the problem is well conditioned;
+ *     where the problem is well conditioned; KL and cross-entropy values and gradients (one
+ *     logits teacher, moderate inputs) with a long-double one in non-cancelling forms;
  *   - in-place calls give the out-of-place results, bit for bit; an ensemble of one member
  *     gives kd_loss_compute's results, bit for bit (both documented);
  *   - loss values and gradients are never NaN, are finite for finite inputs of moderate size
@@ -760,6 +761,127 @@ static void check_loss_outputs(const loss_case *c, const float *student, const f
     }
 }
 
+/* --- KL and cross-entropy against a long-double reference ------------------------------- */
+
+typedef long double ld;
+
+/* The largest x_i / t over the kept classes, and sum e^(x_i / t - max) over every kept class
+ * but the first maximum (so that log Z = max + log1p(rest) keeps a nearly one-hot row exact). */
+static ld reference_rest(const float *x, size_t n, ld t, ld *max)
+{
+    size_t first = n;
+    *max = -(ld)INFINITY;
+    for (size_t i = 0; i < n; i++)
+        if (x[i] != -INFINITY && (ld)x[i] / t > *max) {
+            *max = (ld)x[i] / t;
+            first = i;
+        }
+    ld rest = 0.0L;
+    for (size_t i = 0; i < n; i++)
+        if (x[i] != -INFINITY && i != first)
+            rest += expl((ld)x[i] / t - *max);
+    return rest;
+}
+
+/* One row's soft and hard terms and the two parts of its gradient (row_scale times d total /
+ * d z = soft_grad + hard_grad), in long double and in forms that do not cancel: KL = sum q
+ * phi(d) + p_out with d_i = log q_i - log p_i formed from v_i - z_i (exact), q phi(d) =
+ * (p - q) + q d, and p_i - q_i = q_i expm1(-d_i) where |d_i| < 1/2; the hard loss as
+ * (max - z_y) + log1p(rest). */
+static void reference_row(const loss_case *c, const float *z, const float *v, int32_t label,
+                          ld row_scale, ld *soft, ld *hard, ld *soft_grad, ld *hard_grad)
+{
+    const size_t n = c->sh.classes;
+    const ld t = (ld)c->p[KD_LOSS_PARAM_TEMPERATURE], alpha = (ld)c->p[KD_LOSS_PARAM_ALPHA];
+    const ld s_scale = c->p[KD_LOSS_PARAM_SCALE_T_SQUARED] != 0.0 ? t * t : 1.0L;
+    ld zmax, vmax, z1max;
+    const ld zrest = reference_rest(z, n, t, &zmax), vrest = reference_rest(v, n, t, &vmax);
+    const ld z1rest = reference_rest(z, n, 1.0L, &z1max);
+    /* log q_i - log p_i = (v_i - z_i) / t - offset */
+    const ld offset = (vmax - zmax) + log1pl(vrest) - log1pl(zrest);
+    const ld log_z1 = z1max + log1pl(z1rest);
+    ld sum_phi = 0.0L, p_out = 0.0L, entropy = 0.0L;
+    for (size_t i = 0; i < n; i++) {
+        soft_grad[i] = hard_grad[i] = 0.0L;
+        if (z[i] == -INFINITY)
+            continue;
+        const ld log_p = (ld)z[i] / t - zmax - log1pl(zrest);
+        ld difference; /* p_i - q_i */
+        if (v[i] == -INFINITY) {
+            difference = expl(log_p);
+            p_out += difference;
+        } else {
+            const ld d = ((ld)v[i] - (ld)z[i]) / t - offset, q = expl(log_p + d);
+            /* q e^-d = p: formed directly where e^-d could overflow and nothing cancels */
+            difference = fabsl(d) < 0.5L ? q * expm1l(-d) : expl(log_p) - q;
+            sum_phi += difference + q * d;
+            entropy -= q * (log_p + d);
+        }
+        soft_grad[i] = row_scale * alpha * s_scale / t * difference;
+        if (c->labels != NULL)
+            hard_grad[i] = row_scale * (1.0L - alpha) * expl((ld)z[i] - log_z1);
+    }
+    *soft = sum_phi + p_out;
+    if ((kd_divergence)c->p[KD_LOSS_PARAM_DIVERGENCE] == KD_DIVERGENCE_CROSS_ENTROPY)
+        *soft += entropy;
+    *hard = 0.0L;
+    if (c->labels != NULL) {
+        *hard = (z1max - (ld)z[label]) + log1pl(z1rest);
+        hard_grad[label] -= row_scale * (1.0L - alpha);
+    }
+}
+
+/* KL and cross-entropy rows against one logits teacher, with moderate inputs (|x| <= 1e4, T
+ * in [1e-2, 1e2]: the reference's own rounding stays far below the tolerance): the values of
+ * a NONE reduction within REFERENCE_TOLERANCE relative; each counted row's gradient within it
+ * norm-wise, relative to the larger of the norms of its soft and hard parts (the float kernels
+ * round each part; where they cancel, the sum keeps their absolute error, not its relative
+ * one), with test_loss.c's floor: 1e-13 of the gradient of a unit mismatch. */
+static void check_against_reference(const loss_case *c, const float *student, const float *teacher,
+                                    const float *values, const float *grad, size_t grad_stride)
+{
+    const kd_divergence div = (kd_divergence)c->p[KD_LOSS_PARAM_DIVERGENCE];
+    const kd_reduction reduction = (kd_reduction)c->p[KD_LOSS_PARAM_REDUCTION];
+    if (teacher == NULL || !c->moderate || c->p[KD_LOSS_PARAM_TEACHER_KIND] != KD_TEACHER_LOGITS
+        || (div != KD_DIVERGENCE_KL && div != KD_DIVERGENCE_CROSS_ENTROPY))
+        return;
+    const double t = c->p[KD_LOSS_PARAM_TEMPERATURE], alpha = c->p[KD_LOSS_PARAM_ALPHA];
+    const double s_scale = c->p[KD_LOSS_PARAM_SCALE_T_SQUARED] != 0.0 ? t * t : 1.0;
+    const ld row_scale = reduction == KD_REDUCTION_MEAN ? 1.0L / (ld)c->counted : 1.0L;
+    const ld unit = row_scale * (ld)(alpha * s_scale / t + (1.0 - alpha));
+    ld soft_want[MAX_CLASSES], hard_want[MAX_CLASSES];
+    for (size_t r = 0; r < c->sh.rows; r++) {
+        if (!counted_row(c, r))
+            continue;
+        const float *z = student + r * c->sh.in_stride, *v = teacher + r * c->teacher_stride;
+        ld soft, hard;
+        reference_row(c, z, v, c->labels != NULL ? c->labels[r] : 0, row_scale, &soft, &hard,
+                      soft_want, hard_want);
+        if (values != NULL && reduction == KD_REDUCTION_NONE) {
+            const float *got = values + r * KD_LOSS_VALUE_COUNT;
+            FUZZ_CHECK(fabsl((ld)got[KD_LOSS_VALUE_SOFT] - soft) <= REFERENCE_TOLERANCE * soft + 1e-30L,
+                       "row %zu: soft %.9g, reference %.17Lg", r, (double)got[KD_LOSS_VALUE_SOFT],
+                       soft);
+            FUZZ_CHECK(fabsl((ld)got[KD_LOSS_VALUE_HARD] - hard) <= REFERENCE_TOLERANCE * hard + 1e-30L,
+                       "row %zu: hard %.9g, reference %.17Lg", r, (double)got[KD_LOSS_VALUE_HARD],
+                       hard);
+        }
+        if (grad == NULL)
+            continue;
+        ld error = 0.0L, soft_norm = 0.0L, hard_norm = 0.0L;
+        for (size_t i = 0; i < c->sh.classes; i++) {
+            const ld e = (ld)grad[r * grad_stride + i] - (soft_want[i] + hard_want[i]);
+            error += e * e;
+            soft_norm += soft_want[i] * soft_want[i];
+            hard_norm += hard_want[i] * hard_want[i];
+        }
+        const ld norm = sqrtl(soft_norm > hard_norm ? soft_norm : hard_norm);
+        FUZZ_CHECK(sqrtl(error) <= REFERENCE_TOLERANCE * norm + 1e-13L * unit,
+                   "row %zu: gradient error %.3Lg, norm of the larger part %.6Lg", r,
+                   sqrtl(error), norm);
+    }
+}
+
 static void fuzz_labels(fuzz_stream *s, int32_t *labels, size_t classes, double ignore)
 {
     for (size_t r = 0; r < MAX_ROWS; r++) {
@@ -771,6 +893,22 @@ static void fuzz_labels(fuzz_stream *s, int32_t *labels, size_t classes, double 
         default: labels[r] = classes == 0 ? 0 : (int32_t)(b % classes); break;
         }
     }
+}
+
+/* The student becomes the teacher shifted by a constant and rounded to float, after the
+ * teacher's logits get bits below the shifted values' precision: the divergence is then only
+ * that rounding, tiny, where forming v - z in float once lost all of it. */
+static void shift_student(fuzz_stream *s, float *student, float *teacher, const loss_case *c)
+{
+    const float offset = (float)(int8_t)fuzz_u8(s) * (1000.0f / 7.0f);
+    for (size_t r = 0; r < c->sh.rows && r < MAX_ROWS; r++)
+        for (size_t i = 0; i < c->sh.classes && i < MAX_CLASSES; i++) {
+            const size_t zi = r * c->sh.in_stride + i, vi = r * c->teacher_stride + i;
+            if (zi >= BUFFER || vi >= BUFFER)
+                return;
+            teacher[vi] += (float)(int8_t)fuzz_u8(s) * 0x1p-20f;
+            student[zi] = teacher[vi] + offset;
+        }
 }
 
 static kd_status call_loss(kd_loss *loss, const loss_case *c, const float *student,
@@ -826,6 +964,8 @@ static void fuzz_loss(fuzz_stream *s, int ensemble)
     c.labels = fuzz_u8(s) % 4 == 0 ? NULL : labels;
     const uint8_t outputs = fuzz_u8(s);
     float *v = outputs % 4 == 0 ? NULL : values, *g = (outputs >> 2) % 4 == 0 ? NULL : grad;
+    if (!ensemble && !probabilities && fuzz_u8(s) % 4 == 1) /* 0: inputs that end earlier */
+        shift_student(s, student, teacher, &c);
     const size_t grad_stride = c.sh.out_stride;
     /* A stride counts only for a matrix that is passed: the teacher's, the gradient's. */
     c.sh.narrow = c.sh.in_stride < c.sh.classes
@@ -855,6 +995,8 @@ static void fuzz_loss(fuzz_stream *s, int ensemble)
     if (ensemble) /* the parts that classify() predicts for the ensemble too */
         c.teacher = mp == NULL ? NULL : teacher;
     check_loss_outputs(&c, student, v, g, grad_stride, 1);
+    if (!ensemble)
+        check_against_reference(&c, student, c.teacher, v, g, grad_stride);
 
     /* Again with the gradient written over the student's logits (same stride): same bits. */
     if (g != NULL) {
