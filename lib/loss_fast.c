@@ -15,11 +15,9 @@ float kd_fast_exp(float x)
     return x < -87.33654f ? 0.0f : expf(x);
 }
 
-const float kd_fast_tail_coefficients[KD_FAST_TAIL_COEFFICIENTS] = {
-    1.0f / 2,          1.0f / 6,           1.0f / 24,           1.0f / 120,
-    1.0f / 720,        1.0f / 5040,        1.0f / 40320,        1.0f / 362880,
-    1.0f / 3628800,    1.0f / 39916800,    1.0f / 479001600,    1.0f / 6227020800,
-    1.0f / 87178291200.0f, 1.0f / 1307674368000.0f, 1.0f / 20922789888000.0f};
+const float kd_fast_tail_coefficients[KD_FAST_TAIL_TERMS] = {
+    1.0f / 2,   1.0f / 6,    1.0f / 24,    1.0f / 120,
+    1.0f / 720, 1.0f / 5040, 1.0f / 40320, 1.0f / 362880};
 
 /* (e^x - 1 - x) / x^2 for |x| <= 1/2, by its Taylor series. */
 static float expm1_tail(float x)
@@ -99,21 +97,32 @@ static float log_ratio(const kd_fast_row_consts *c, float z, float v)
     return (float)(((double)v - (double)z) - c->delta);
 }
 
+/* Whether e^(z - zmax) has its own row in the store, rather than being (e^s)^T. */
+static int hard_exp_stored(const kd_fast_row_consts *c)
+{
+    return !c->teacher || c->squarings < 0;
+}
+
+/* e^(z - zmax) = (e^s)^T by c->squarings squarings when T = 2^squarings. */
+static float squared(const kd_fast_row_consts *c, float es)
+{
+    for (int k = 0; k < c->squarings; k++)
+        es *= es;
+    return es;
+}
+
 static void portable_sums(const float *z, const float *v, size_t n, const kd_fast_row_consts *c,
                           kd_fast_row_sums *out, float *store)
 {
     kd_fast_row_sums s = {0.0, 0.0, 0.0, 0.0, 0.0, 0.0};
-    const int stored_e1 = !c->teacher || c->squarings < 0;
+    const int stored_e1 = hard_exp_stored(c);
     for (size_t i = 0; i < n; i++) {
         /* Every class but the first maximum's counts in the rest sums. */
         const int zrest = i != c->zfirst, vrest = i != c->vfirst;
         float dz = z[i] - c->zmax;
         float es = c->teacher ? kd_fast_exp(dz * c->inv_t) : 0.0f;
         if (c->label) {
-            /* e^dz = (e^(dz / T))^T by squaring when T = 2^k */
-            float e1 = stored_e1 ? kd_fast_exp(dz) : es;
-            for (int k = 0; !stored_e1 && k < c->squarings; k++)
-                e1 *= e1;
+            float e1 = stored_e1 ? kd_fast_exp(dz) : squared(c, es);
             if (stored_e1)
                 store[3 * n + i] = e1;
             s.hard_rest += zrest ? e1 : 0.0f;
@@ -163,12 +172,7 @@ static float soft_difference(const kd_fast_row_consts *c, const kd_fast_grad_con
 /* p1_i (unnormalised) from the store. */
 static float hard_exp(const kd_fast_row_consts *c, const float *store, size_t n, size_t i)
 {
-    if (!c->teacher || c->squarings < 0)
-        return store[3 * n + i];
-    float e1 = store[i];
-    for (int k = 0; k < c->squarings; k++)
-        e1 *= e1;
-    return e1;
+    return hard_exp_stored(c) ? store[3 * n + i] : squared(c, store[i]);
 }
 
 static void portable_grad(size_t n, const kd_fast_row_consts *c, const kd_fast_grad_consts *g,

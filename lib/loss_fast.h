@@ -111,10 +111,9 @@ const kd_fast_kernels *kd_fast_avx2(void);
 #endif
 
 /* Scalar element functions shared by both implementations. */
-/* The Taylor coefficients 1/k!, k = 2..16, of (e^x - 1 - x) / x^2: the first
- * KD_FAST_TAIL_TERMS serve |x| < 1/2, all of them |x| < 2. */
-enum { KD_FAST_TAIL_TERMS = 8, KD_FAST_TAIL_COEFFICIENTS = 15 };
-extern const float kd_fast_tail_coefficients[KD_FAST_TAIL_COEFFICIENTS];
+/* The Taylor coefficients 1/k!, k = 2..9, of (e^x - 1 - x) / x^2, enough for |x| < 1/2. */
+enum { KD_FAST_TAIL_TERMS = 8 };
+extern const float kd_fast_tail_coefficients[KD_FAST_TAIL_TERMS];
 /* e^x in float, 0 below the float range (-87.3). */
 float kd_fast_exp(float x);
 /* phi(b) = e^-b - 1 + b >= 0 for b >= -KD_FAST_PHI_LIMIT. */
@@ -125,8 +124,7 @@ float kd_fast_difference(float p, float q, float d);
 /* The row's loss (as kd_loss_row) with the given kernels: spec->divergence is KL or
  * cross-entropy; v the teacher's logits (NULL when !spec->has_teacher); info: the row's check
  * results, for which kd_fast_row_fits() holds; store: KD_FAST_STORE_ROWS n floats of scratch;
- * stream: the batch
- * is larger than the caches. */
+ * stream: the batch is larger than the caches. */
 void kd_fast_row(const kd_fast_kernels *k, const kd_row_spec *spec, const float *z,
                  const float *v, size_t n, int32_t label, const kd_fast_row_info *info,
                  float *store, int stream, double *soft, double *hard, float *grad);

@@ -439,7 +439,9 @@ static void avx2_sums(const float *z, const float *v, size_t n, const kd_fast_ro
 {
     const __m256d zero = _mm256_setzero_pd();
     row_totals t = {zero, zero, zero, zero, zero, zero};
-    /* every combination of the loop's constants has its own loop */
+    /* Each T = 2^j and each teacher / label combination has its own loop; the entropy flag is a
+     * constant of the loop too for T = 4 and for T not a power of two, and a run-time flag for
+     * the rarer T = 1, 2, 8 (fewer copies of the loop). */
     const int e = c->entropy;
     if (c->teacher && c->label) {
         switch (c->squarings) {
@@ -509,14 +511,14 @@ static double avx2_phi(size_t n, float inv_t, float centre, const float *store, 
     return total(sum);
 }
 
-/* One vector of the gradient, from the store's es, eq and r (e1: its stored e^(z - zmax), or
- * es squared). */
 /* What the gradient pass needs of the row's constants, as vectors (loaded once). */
 typedef struct grad_consts {
     __m256 inv_zs, inv_zq, inv_t, shift, soft, hard, inv_z1;
     int squarings; /* of es into e1, or -1: e1 is stored */
 } grad_consts;
 
+/* One vector of the gradient, from the store's es, eq and r (e1: its stored e^(z - zmax), or
+ * es squared). */
 INLINE __m256 grad_step(grad_consts k, __m256 es, __m256 eq, __m256 r, __m256 e1, int teacher,
                         int label)
 {

@@ -20,8 +20,9 @@
  * as fit in ~0.6 s, at least 5), taken in 5 rounds in which the floor and the library at 1
  * and at 2 threads take turns (each after a warm-up call), so that the ratios compare times
  * taken under the same load; "x 1thr" is the best 1-thread time over the best time. --quick
- * runs the first three shapes. T = 4 (the default) is a power of two, where the library forms the hard loss's e^(z - zmax)
- * from the soft one's by squaring; --temperature 4.5 measures the general case.
+ * runs the first three shapes. T = 4 (the default) is a power of two, where the library forms
+ * the hard loss's e^(z - zmax) from the soft one's by squaring; --temperature 4.5 measures the
+ * general case.
  *
  * SPDX-License-Identifier: MIT
  */
@@ -66,6 +67,13 @@ typedef struct timing {
     int reps;
     double cpu; /* mean process CPU seconds per repetition (libkd only) */
 } timing;
+
+/* Adds `reps` repetition times to *out (as many as it holds). */
+static void add_samples(samples *out, const double *times, int reps)
+{
+    for (int rep = 0; rep < reps && out->reps < MAX_REPS; rep++)
+        out->times[out->reps++] = times[rep];
+}
 
 static timing summarise(samples *s)
 {
@@ -130,8 +138,7 @@ static void team_run(team_fn fn, void *context, size_t threads, int reps, sample
     for (size_t k = 1; k < threads; k++)
         pthread_join(ids[k], NULL);
     pthread_barrier_destroy(&t.barrier);
-    for (int rep = 0; rep < reps && out->reps < MAX_REPS; rep++)
-        out->times[out->reps++] = t.times[rep];
+    add_samples(out, t.times, reps);
 }
 
 static void share(size_t n, size_t index, size_t threads, size_t *first, size_t *last)
@@ -259,8 +266,7 @@ static void time_libkd(kd_loss *loss, problem *p, int reps, float *values, sampl
             times[rep] = now() - start;
     }
     out->cpu += cpu_now() - cpu_start;
-    for (int rep = 0; rep < reps && out->reps < MAX_REPS; rep++)
-        out->times[out->reps++] = times[rep];
+    add_samples(out, times, reps);
 }
 
 typedef struct exp_job {
@@ -426,12 +432,13 @@ int main(int argc, char **argv)
             const timing naive_t = summarise(&naive_s);
             const double gb = 12.0 * (double)n * 1e-9;
             const int identical = memcmp(values, threaded[k], sizeof values) == 0;
-            const double speedup = best[0] / kd_t.best, floor_speedup = floor_best[0] / floor_t.best;
-            printf("%5zux%-6zu %3zu | %9.3f %9.3f %7.2f %6.2f %5.2fx | %9.3f %7.2f %5.2fx | %9.3f %7.2f | "
-                   "%8.3f %8.2f | %9.1e %9.1e%s\n",
+            const double speedup = best[0] / kd_t.best;
+            const double floor_speedup = floor_best[0] / floor_t.best;
+            printf("%5zux%-6zu %3zu | %9.3f %9.3f %7.2f %6.2f %5.2fx | %9.3f %7.2f %5.2fx | "
+                   "%9.3f %7.2f | %8.3f %8.2f | %9.1e %9.1e%s\n",
                    p.rows, p.classes, threads, kd_t.best * 1e3, kd_t.median * 1e3, gb / kd_t.best,
-                   kd_t.cpu * 1e9 / (double)n, speedup,
-                   floor_t.best * 1e3, gb / floor_t.best, floor_speedup, naive_t.best * 1e3, gb / naive_t.best,
+                   kd_t.cpu * 1e9 / (double)n, speedup, floor_t.best * 1e3, gb / floor_t.best,
+                   floor_speedup, naive_t.best * 1e3, gb / naive_t.best,
                    floor_t.best / kd_t.best, naive_t.best / kd_t.best, acc.loss, acc.grad,
                    identical ? "" : "  (values differ from 1 thread!)");
             fflush(stdout);
@@ -449,8 +456,8 @@ int main(int argc, char **argv)
                         " \"three_pass_error_loss\": %.3e, \"three_pass_error_grad\": %.3e,"
                         " \"bit_identical_to_1_thread\": %s}",
                         first_json ? "" : ",", p.rows, p.classes, threads, kd_t.reps, kd_t.best,
-                        kd_t.median, gb / kd_t.best, kd_t.cpu * 1e9 / (double)n, speedup, floor_speedup,
-                        floor_t.best, floor_t.median,
+                        kd_t.median, gb / kd_t.best, kd_t.cpu * 1e9 / (double)n, speedup,
+                        floor_speedup, floor_t.best, floor_t.median,
                         gb / floor_t.best, naive_t.best, naive_t.median, gb / naive_t.best,
                         floor_t.best / kd_t.best, naive_t.best / kd_t.best,
                         (double)values[KD_LOSS_VALUE_TOTAL], acc.loss, acc.grad, naive_acc.loss,
@@ -472,6 +479,8 @@ int main(int argc, char **argv)
            "code; of floor = floor time / libkd time; x 3pass = 3pass time / libkd time;\n"
            "cpu ns: libkd's process CPU time per element (all threads), the work whatever the "
            "machine's load;\nx 1thr: best 1-thread time / best time; the floor and libkd take "
-           "turns at each thread count, %d rounds; err: libkd against float64 (loss: relative; grad: norm-wise)\n", ROUNDS);
+           "turns at each thread count, %d rounds; err: libkd against float64 (loss: relative; "
+           "grad: norm-wise)\n",
+           ROUNDS);
     return 0;
 }

@@ -804,13 +804,13 @@ static void reference_row(const loss_case *c, const float *z, const float *v, in
     const ld z1rest = reference_rest(z, n, 1.0L, &z1max);
     /* log q_i - log p_i = (v_i - z_i) / t - offset */
     const ld offset = (vmax - zmax) + log1pl(vrest) - log1pl(zrest);
-    const ld log_z1 = z1max + log1pl(z1rest);
+    const ld log_z1 = z1max + log1pl(z1rest), log_zs = zmax + log1pl(zrest);
     ld sum_phi = 0.0L, p_out = 0.0L, entropy = 0.0L;
     for (size_t i = 0; i < n; i++) {
         soft_grad[i] = hard_grad[i] = 0.0L;
         if (z[i] == -INFINITY)
             continue;
-        const ld log_p = (ld)z[i] / t - zmax - log1pl(zrest);
+        const ld log_p = (ld)z[i] / t - log_zs;
         ld difference; /* p_i - q_i */
         if (v[i] == -INFINITY) {
             difference = expl(log_p);
@@ -842,9 +842,10 @@ static void reference_row(const loss_case *c, const float *z, const float *v, in
  * norm-wise, relative to the larger of the norms of its soft and hard parts (the float kernels
  * round each part; where they cancel, the sum keeps their absolute error, not its relative
  * one), with test_loss.c's floor: 1e-13 of the gradient of a unit mismatch. */
-static void check_against_reference(const loss_case *c, const float *student, const float *teacher,
-                                    const float *values, const float *grad, size_t grad_stride)
+static void check_against_reference(const loss_case *c, const float *student, const float *values,
+                                    const float *grad, size_t grad_stride)
 {
+    const float *teacher = c->teacher;
     const kd_divergence div = (kd_divergence)c->p[KD_LOSS_PARAM_DIVERGENCE];
     const kd_reduction reduction = (kd_reduction)c->p[KD_LOSS_PARAM_REDUCTION];
     if (teacher == NULL || !c->moderate || c->p[KD_LOSS_PARAM_TEACHER_KIND] != KD_TEACHER_LOGITS
@@ -1001,7 +1002,7 @@ static void fuzz_loss(fuzz_stream *s, int ensemble)
         c.teacher = mp == NULL ? NULL : teacher;
     check_loss_outputs(&c, student, v, g, grad_stride, 1);
     if (!ensemble)
-        check_against_reference(&c, student, c.teacher, v, g, grad_stride);
+        check_against_reference(&c, student, v, g, grad_stride);
 
     /* Again with the gradient written over the student's logits (same stride): same bits. */
     if (g != NULL) {
