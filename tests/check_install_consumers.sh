@@ -3,10 +3,12 @@
 # against the installed files only: through find_package(libkd 1 CONFIG) and through
 # pkg-config (shared, and static with --static). Checks that the versions reported by the
 # library, the CMake package and libkd.pc all equal the project version.
+# The consumer project is configured with the generator and build program the project itself
+# was configured with, so that it needs no tool the project's own build did not need.
 # usage: check_install_consumers.sh <build dir> <scratch dir> <consumer source dir> <version>
-#                                   <cc> <c++> <cmake>
+#                                   <cc> <c++> <cmake> <generator> <make program>
 set -euo pipefail
-build=$1 scratch=$2 source=$3 version=$4 cc=$5 cxx=$6 cmake=$7
+build=$1 scratch=$2 source=$3 version=$4 cc=$5 cxx=$6 cmake=$7 generator=$8 make_program=$9
 prefix=$scratch/prefix
 
 rm -rf "$scratch"
@@ -21,8 +23,8 @@ expect_version() { # <what> <value>
 }
 
 # 1. CMake package.
-"$cmake" -S "$source" -B "$scratch/cmake" -DCMAKE_PREFIX_PATH="$prefix" \
-  -DCMAKE_C_COMPILER="$cc" -DCMAKE_CXX_COMPILER="$cxx" -DCMAKE_BUILD_TYPE=Release > "$scratch/cmake.log"
+"$cmake" -S "$source" -B "$scratch/cmake" -G "$generator" -DCMAKE_MAKE_PROGRAM="$make_program" \
+  -DCMAKE_PREFIX_PATH="$prefix" -DCMAKE_C_COMPILER="$cc" -DCMAKE_CXX_COMPILER="$cxx" -DCMAKE_BUILD_TYPE=Release > "$scratch/cmake.log"
 "$cmake" --build "$scratch/cmake" > "$scratch/cmake-build.log"
 expect_version "the CMake package" "$(cat "$scratch/cmake/package_version.txt")"
 for program in consumer_c consumer_cxx consumer_c_static; do

@@ -18,6 +18,7 @@ threads=${2:-2}
 batches=${BATCHES:-200}
 top=${TOP:-25}
 bench=$root/build/release/tests/benchmarks/bench_train_epoch
+command -v perf >/dev/null || { echo "perf not found: apt-get install linux-perf" >&2; exit 2; }
 [[ -x $bench ]] || { echo "build first: cmake --preset release && cmake --build --preset release" >&2; exit 2; }
 
 dir=$(mktemp -d)

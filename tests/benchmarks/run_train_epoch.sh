@@ -29,6 +29,10 @@ batches=${BATCHES:-600}
 sgemm_reps=${SGEMM_REPS:-3}
 python=/usr/bin/python3
 mkdir -p "$out"
+if [[ ${SKIP_PYTORCH:-0} != 1 ]] && ! "$python" -c 'import torch' 2>/dev/null; then
+  echo "skipping the PyTorch runs: $python cannot import torch (apt-get install python3-torch)"
+  SKIP_PYTORCH=1
+fi
 
 cd "$root"
 cmake --preset release >/dev/null

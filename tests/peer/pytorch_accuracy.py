@@ -15,9 +15,13 @@ import ctypes
 import math
 import sys
 
-import numpy as np
-import torch
-import torch.nn.functional as F
+try:
+    import numpy as np
+    import torch
+    import torch.nn.functional as F
+except ImportError as missing:
+    sys.exit(f"pytorch_accuracy.py: {missing}: this peer needs Debian's python3-torch and python3-numpy "
+             "(apt-get install python3-torch); it is not a build or test dependency")
 
 DIVERGENCES = {0: "KL", 1: "cross-entropy", 2: "reverse KL", 3: "JSD (beta 0.5)"}
 TEMPERATURES = [1e-3, 0.1, 1.0, 4.0, 20.0, 100.0, 1e3, 1e4]

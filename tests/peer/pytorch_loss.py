@@ -22,8 +22,12 @@ import statistics
 import sys
 import time
 
-import torch
-import torch.nn.functional as F
+try:
+    import torch
+    import torch.nn.functional as F
+except ImportError as missing:
+    sys.exit(f"pytorch_loss.py: {missing}: this peer needs Debian's python3-torch and python3-numpy "
+             "(apt-get install python3-torch); it is not a build or test dependency")
 
 
 def loss_and_grad(s, t, y, temperature, alpha):

@@ -53,9 +53,13 @@ ARGS = parse()
 os.environ["OPENBLAS_NUM_THREADS"] = str(ARGS.threads)
 os.environ["OMP_NUM_THREADS"] = str(ARGS.threads)
 
-import torch  # noqa: E402  (after the thread environment is set)
-from torch import nn  # noqa: E402
-import torch.nn.functional as F  # noqa: E402
+try:  # after the thread environment is set
+    import torch
+    from torch import nn
+    import torch.nn.functional as F
+except ImportError as missing:
+    sys.exit(f"pytorch_train_epoch.py: {missing}: this peer needs Debian's python3-torch and python3-numpy "
+             "(apt-get install python3-torch); it is not a build or test dependency")
 
 
 def build(widths, input_dropout, hidden_dropout):
