@@ -48,7 +48,6 @@ kd_status kd_loss_create(kd_loss **loss, const kd_allocator *allocator)
     created->capacity = 0;
     created->slots = 0;
     created->row_info = NULL;
-    created->row_info_capacity = 0;
     created->row_values = NULL;
     created->row_capacity = 0;
     created->pool = NULL;
@@ -118,17 +117,13 @@ kd_status kd_loss_ensure_scratch(kd_loss *loss, size_t classes)
     double *grown = kd_alloc_array(&loss->allocator, 2 * classes * slots, sizeof *grown);
     if (grown == NULL)
         return KD_ERROR_OUT_OF_MEMORY;
-    const size_t rows = classes > KD_LOSS_ROW_INFO_MIN ? classes : KD_LOSS_ROW_INFO_MIN;
-    kd_fast_row_info *info = NULL;
-    if (rows > loss->row_info_capacity) {
-        info = kd_alloc_array(&loss->allocator, rows, sizeof *info);
-        if (info == NULL) {
+    if (loss->row_info == NULL) {
+        loss->row_info = kd_alloc_array(&loss->allocator, KD_LOSS_ROW_INFO_ROWS,
+                                        sizeof *loss->row_info);
+        if (loss->row_info == NULL) {
             kd_free(&loss->allocator, grown);
             return KD_ERROR_OUT_OF_MEMORY;
         }
-        kd_free(&loss->allocator, loss->row_info);
-        loss->row_info = info;
-        loss->row_info_capacity = rows;
     }
     kd_free(&loss->allocator, loss->scratch);
     loss->scratch = grown;

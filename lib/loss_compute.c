@@ -119,7 +119,7 @@ typedef struct job {
     const batch *b;
     int fast;
     int stream;             /* the gradient is larger than the caches */
-    kd_fast_row_info *info; /* per row, from the check; NULL: the batch has too many rows */
+    kd_fast_row_info *info; /* per row, from the check; NULL: found again per row */
     kd_row_spec spec;
     double soft_scale;
     double *row_values; /* per-row values when several threads reduce; else NULL */
@@ -264,7 +264,7 @@ static kd_status run(kd_loss *loss, const batch *b)
     j.b = b;
     j.fast = fast_path(loss, b);
     j.stream = b->rows * b->classes > KD_LOSS_STREAM_ELEMENTS;
-    j.info = b->rows <= loss->row_info_capacity ? loss->row_info : NULL;
+    j.info = b->rows <= KD_LOSS_ROW_INFO_ROWS ? loss->row_info : NULL;
     j.soft_scale = loss->param[KD_LOSS_PARAM_SCALE_T_SQUARED] != 0.0 ? t * t : 1.0;
     j.row_values = NULL;
     run_phase(loss, threads, check_rows, &j);
@@ -275,8 +275,6 @@ static kd_status run(kd_loss *loss, const batch *b)
         counted += j.counted[k];
     }
     status = kd_loss_ensure_scratch(loss, b->classes);
-    if (j.info != loss->row_info)
-        j.info = NULL; /* grown (and the check's findings freed): found again per row */
     if (status == KD_OK && threads > 1 && reduction != KD_REDUCTION_NONE)
         status = kd_loss_ensure_row_values(loss, b->rows);
     if (status != KD_OK)

@@ -12,7 +12,9 @@
 enum {
     KD_LOSS_PARAM_COUNT = KD_LOSS_PARAM_THREADS + 1,
     KD_LOSS_MAX_THREADS = 256,
-    KD_LOSS_ROW_INFO_MIN = 4096
+    /* Rows whose check findings are kept between the check and compute phases (32 bytes
+     * each); larger batches find them again per row. */
+    KD_LOSS_ROW_INFO_ROWS = 4096
 };
 
 struct kd_loss {
@@ -25,10 +27,9 @@ struct kd_loss {
      * general path); `slots` threads are served. */
     double *scratch;
     size_t capacity, slots;
-    /* What the check phase finds of each row, for batches of up to row_info_capacity rows
-     * (max(capacity, KD_LOSS_ROW_INFO_MIN)); larger batches find it again per row. */
+    /* What the check phase finds of each row, for batches of up to KD_LOSS_ROW_INFO_ROWS
+     * rows; NULL until the scratch is first made. */
     kd_fast_row_info *row_info;
-    size_t row_info_capacity;
     /* KD_LOSS_VALUE_COUNT doubles per row, for reductions over rows computed on several
      * threads (summed afterwards in row order). */
     double *row_values;
@@ -40,7 +41,8 @@ struct kd_loss {
 /* The number of threads KD_LOSS_PARAM_THREADS asks for. */
 size_t kd_loss_threads(const kd_loss *loss);
 
-/* Makes the scratch hold rows of `classes` classes for every thread: KD_OK or
+/* Makes the scratch hold rows of `classes` classes for every thread (16 bytes per class and
+ * thread), and the row findings (KD_LOSS_ROW_INFO_ROWS rows, made once): KD_OK or
  * KD_ERROR_OUT_OF_MEMORY (scratch unchanged). Allocates only when it must grow. */
 kd_status kd_loss_ensure_scratch(kd_loss *loss, size_t classes);
 

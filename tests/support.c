@@ -4,6 +4,7 @@
 #include "support.h"
 
 #include <dirent.h>
+#include <stddef.h>
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -48,27 +49,41 @@ int kd_test_is_sentinel(const float *buffer, size_t n)
     return 1;
 }
 
+/* Each block is preceded by its size, in a prefix that keeps the block's alignment. */
+typedef union block_prefix {
+    size_t bytes;
+    max_align_t alignment;
+} block_prefix;
+
 void *kd_test_allocate(void *counter, size_t bytes)
 {
     kd_test_allocator *c = counter;
     c->calls++;
     c->largest = bytes > c->largest ? bytes : c->largest;
     c->zero_request |= bytes == 0;
-    if (c->fail_at != 0 && c->calls == c->fail_at)
+    if ((c->fail_at != 0 && c->calls == c->fail_at) || bytes > SIZE_MAX - sizeof(block_prefix))
         return NULL;
-    void *block = malloc(bytes);
-    c->live += block != NULL;
-    return block;
+    block_prefix *prefix = malloc(sizeof *prefix + bytes);
+    if (prefix == NULL)
+        return NULL;
+    prefix->bytes = bytes;
+    c->live++;
+    c->live_bytes += bytes;
+    c->peak_bytes = c->live_bytes > c->peak_bytes ? c->live_bytes : c->peak_bytes;
+    return prefix + 1;
 }
 
 void kd_test_release(void *counter, void *block)
 {
     kd_test_allocator *c = counter;
-    if (block == NULL || c->live == 0)
+    if (block == NULL || c->live == 0) {
         c->bad_release = 1;
-    else
-        c->live--;
-    free(block);
+        return;
+    }
+    block_prefix *prefix = (block_prefix *)block - 1;
+    c->live--;
+    c->live_bytes -= prefix->bytes;
+    free(prefix);
 }
 
 int kd_test_allocator_clean(const kd_test_allocator *counter)

@@ -24,12 +24,12 @@ int kd_test_is_sentinel(const float *buffer, size_t n);
  * ".tmp-"); (size_t)-1 if the directory cannot be read. */
 size_t kd_test_count_entries(const char *dir, const char *part);
 
-/* A host allocator for the allocator hook: counts calls and live blocks, keeps the largest
- * request, refuses its fail_at-th call (0: never), and notes a request of 0 bytes and a
- * release of a block it never gave out (the library must do neither). Start from
- * {.fail_at = n} or {0}. */
+/* A host allocator for the allocator hook: counts calls and live blocks, the bytes live now
+ * and at their peak, keeps the largest request, refuses its fail_at-th call (0: never), and
+ * notes a request of 0 bytes and a release of NULL or of more blocks than it gave out (the
+ * library must do neither). Start from {.fail_at = n} or {0}. */
 typedef struct kd_test_allocator {
-    size_t calls, live, fail_at, largest;
+    size_t calls, live, fail_at, largest, live_bytes, peak_bytes;
     int bad_release, zero_request;
 } kd_test_allocator;
 

@@ -782,6 +782,49 @@ static void reserve_bad_inputs(void **state)
     free(c);
 }
 
+/* The scratch of a very wide row is what the header states: 16 bytes per class and thread plus
+ * 128 KiB for the row findings, whether reserved or grown by the first compute, and however
+ * many classes there are (it once reserved findings for as many rows as classes: 48 bytes
+ * per class). */
+static void wide_row_scratch_bytes(void **state)
+{
+    (void)state;
+    enum { wide = 1 << 20 };
+    const size_t findings = 128 * 1024;
+    float *student = malloc(3 * (size_t)wide * sizeof *student);
+    assert_non_null(student);
+    float *teacher = student + wide, *grad = teacher + wide;
+    for (size_t i = 0; i < wide; i++) {
+        student[i] = (float)(i % 101) * 0.01f;
+        teacher[i] = (float)(i % 37) * 0.02f;
+    }
+    const int32_t label = 12345;
+    for (int threads = 1; threads <= 2; threads++)
+        for (int reserved = 0; reserved <= 1; reserved++) {
+            kd_test_allocator counter = {0};
+            kd_allocator hook;
+            kd_test_allocator_hook(&counter, &hook);
+            kd_loss *loss = NULL;
+            assert_int_equal(kd_loss_create(&loss, &hook), KD_OK);
+            assert_int_equal(kd_loss_set(loss, KD_LOSS_PARAM_THREADS, threads), KD_OK);
+            const size_t handle = counter.live_bytes;
+            if (reserved)
+                assert_int_equal(kd_loss_reserve(loss, wide), KD_OK);
+            float values[KD_LOSS_VALUE_COUNT];
+            assert_int_equal(kd_loss_compute(loss, student, wide, teacher, wide, &label, 1, wide,
+                                             values, grad, wide),
+                             KD_OK);
+            const size_t scratch = counter.peak_bytes - handle;
+            if (scratch > 16 * (size_t)wide * (size_t)threads + findings)
+                fail_msg("%d thread(s), %s: %zu bytes of scratch for one row of %d classes",
+                         threads, reserved ? "reserved" : "grown", scratch, (int)wide);
+            assert_true(scratch >= 16 * (size_t)wide); /* the general path's two double rows */
+            kd_loss_destroy(loss);
+            assert_true(kd_test_allocator_clean(&counter));
+        }
+    free(student);
+}
+
 /* ---- kd_loss_compute's argument checks ------------------------------------------------- */
 
 enum { rows3 = 3, classes5 = 5, stride8 = 8 };
@@ -1217,6 +1260,7 @@ int main(void)
         cmocka_unit_test(no_allocation_after_first_compute),
         cmocka_unit_test(reserve_covers_ensembles),
         cmocka_unit_test(reserve_bad_inputs),
+        cmocka_unit_test(wide_row_scratch_bytes),
         cmocka_unit_test(compute_null_and_size_errors),
         cmocka_unit_test(compute_nonfinite_and_labels),
         cmocka_unit_test(compute_masks),

@@ -146,7 +146,9 @@ KD_API kd_status kd_loss_get(const kd_loss *loss, kd_loss_param param, double *v
 KD_API kd_status kd_loss_param_bounds(kd_loss_param param, double *min, double *max);
 
 /* Allocates the scratch memory for rows of up to `classes` classes now, so that later
- * kd_loss_compute*() calls allocate nothing (they otherwise grow it on first need).
+ * kd_loss_compute*() calls allocate nothing (they otherwise grow it on first need). The
+ * scratch is 16 bytes per class for each of the KD_LOSS_PARAM_THREADS threads (as set when
+ * it is made or grown), plus 128 KiB, made once, for what the check of up to 4096 rows finds.
  * KD_ERROR_NULL_POINTER, KD_ERROR_ZERO_SIZE, KD_ERROR_SIZE_OVERFLOW, KD_ERROR_OUT_OF_MEMORY. */
 KD_API kd_status kd_loss_reserve(kd_loss *loss, size_t classes);
 
