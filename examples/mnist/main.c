@@ -192,27 +192,45 @@ static int file_exists(const char *path)
     return stat(path, &info) == 0;
 }
 
-/* Trains (or loads) one teacher network. */
+/* The checkpoint of teacher `member` under --teacher FILE: FILE, or FILE.<member> for an
+ * ensemble; "" without --teacher. */
+static void teacher_path(const options *o, int member, char *path, size_t size)
+{
+    path[0] = '\0';
+    if (o->teacher_file != NULL)
+        snprintf(path, size, o->ensemble > 1 ? "%s.%d" : "%s", o->teacher_file, member);
+}
+
+/* Loads the teacher checkpoint at `path` into *model, which must be a network from the 784
+ * pixels to the 10 classes. Returns 0, or -1 with one line on stderr and *model NULL. */
+static int load_teacher(const char *path, kd_model **model)
+{
+    kd_status s = kd_checkpoint_load(model, NULL, path, NULL);
+    if (s != KD_OK) {
+        fprintf(stderr, "kd-mnist: %s: cannot load the teacher: %s\n", path, kd_status_string(s));
+        return -1;
+    }
+    const size_t inputs = kd_model_input_count(*model), outputs = kd_model_output_count(*model);
+    if (inputs == IMAGE_PIXELS && outputs == CLASS_COUNT)
+        return 0;
+    fprintf(stderr, "kd-mnist: %s: cannot load the teacher: its network maps %zu inputs to %zu outputs, not %d to %d\n",
+            path, inputs, outputs, IMAGE_PIXELS, CLASS_COUNT);
+    kd_model_destroy(*model);
+    *model = NULL;
+    return -1;
+}
+
+/* Trains teacher network `member` and saves it under --teacher, unless it was loaded (*model
+ * set by load_teachers). */
 static kd_status teacher_network(const options *o, int member, const dataset *train,
                                  kd_model **model, double *seconds, int *loaded)
 {
-    char path[4096] = "";
-    if (o->teacher_file != NULL)
-        snprintf(path, sizeof path, o->ensemble > 1 ? "%s.%d" : "%s", o->teacher_file, member);
-    *loaded = 0;
     *seconds = 0.0;
-    if (path[0] != '\0' && file_exists(path)) {
-        kd_status s = kd_checkpoint_load(model, NULL, path, NULL);
-        if (s == KD_OK && (kd_model_input_count(*model) != IMAGE_PIXELS
-                           || kd_model_output_count(*model) != CLASS_COUNT)) {
-            kd_model_destroy(*model);
-            s = KD_ERROR_SHAPE_MISMATCH;
-        }
-        *loaded = s == KD_OK;
-        if (s != KD_OK)
-            fprintf(stderr, "kd-mnist: %s: cannot load the teacher\n", path);
-        return s;
-    }
+    *loaded = *model != NULL;
+    if (*loaded)
+        return KD_OK;
+    char path[4096];
+    teacher_path(o, member, path, sizeof path);
     char name[32];
     snprintf(name, sizeof name, o->ensemble > 1 ? "teacher %d" : "teacher", member);
     train_config c = base_config(o, name, o->teacher_hidden, o->teacher_epochs,
@@ -313,6 +331,19 @@ static void teachers_free(teachers *t, int count)
     }
     free(t->test_probabilities);
     free(t->soft);
+}
+
+/* Loads, before any training, every teacher network whose checkpoint exists under --teacher
+ * into t->member[]. Returns 0, or -1 with one line on stderr. */
+static int load_teachers(const options *o, teachers *t)
+{
+    char path[4096];
+    for (int m = 0; m < o->ensemble; m++) {
+        teacher_path(o, m, path, sizeof path);
+        if (path[0] != '\0' && file_exists(path) && load_teacher(path, &t->member[m]) != 0)
+            return -1;
+    }
+    return 0;
 }
 
 /* The hidden width h of a 784-h-h-10 network, from its parameter count
@@ -465,6 +496,26 @@ static kd_status report_omitted_class(const options *o, const dataset *train, co
     return KD_OK;
 }
 
+/* The teacher (or ensemble), the students and the omitted class; prints the table (and writes
+ * the JSON). Returns the exit status: 0, or 1 after one line on stderr. */
+static int experiment(const options *o, const dataset *train, const dataset *test, teachers *t,
+                      students *st, report *rep)
+{
+    kd_status s = prepare_teachers(o, train, test, t, rep);
+    if (s != KD_OK)
+        return fail("teacher", s);
+    if ((s = run_students(o, train, test, t, st, rep)) != KD_OK)
+        return fail("students", s);
+    if (o->omit_class >= 0 && (s = report_omitted_class(o, train, test, st, rep)) != KD_OK)
+        return fail("omitted class", s);
+    report_print(rep, stdout);
+    if (o->json != NULL && report_write_json(rep, o->json) != 0) {
+        fprintf(stderr, "kd-mnist: %s: cannot write: %s\n", o->json, strerror(errno));
+        return 1;
+    }
+    return 0;
+}
+
 /* Debian's OpenBLAS 0.3.21 does not recognise some recent x86-64 processors (e.g. Sapphire
  * Rapids under KVM) and falls back to its SSE3 "Prescott" kernels, several times slower than
  * the AVX2 ones those processors run. OpenBLAS picks its kernels when it is loaded, before
@@ -516,23 +567,7 @@ int main(int argc, char **argv)
 
     teachers t = {{NULL}, {NULL}, NULL, NULL};
     students st = {NULL, NULL, NULL, NULL};
-    int status = 1;
-    kd_status s = prepare_teachers(&o, &train, &test, &t, &rep);
-    if (s != KD_OK)
-        fail("teacher", s);
-    else if ((s = run_students(&o, &train, &test, &t, &st, &rep)) != KD_OK)
-        fail("students", s);
-    else if (o.omit_class >= 0 && (s = report_omitted_class(&o, &train, &test, &st, &rep)) != KD_OK)
-        fail("omitted class", s);
-    else
-        status = 0;
-    if (status == 0) {
-        report_print(&rep, stdout);
-        if (o.json != NULL && report_write_json(&rep, o.json) != 0) {
-            fprintf(stderr, "kd-mnist: %s: cannot write: %s\n", o.json, strerror(errno));
-            status = 1;
-        }
-    }
+    int status = load_teachers(&o, &t) == 0 ? experiment(&o, &train, &test, &t, &st, &rep) : 1;
     students_free(&st);
     teachers_free(&t, o.ensemble);
     dataset_free(&train);

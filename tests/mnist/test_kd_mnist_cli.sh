@@ -134,6 +134,41 @@ EOF
     rm "$tmp/no-test-labels/t10k-labels-idx1-ubyte"
     bad_data "missing test labels" "$tmp/no-test-labels" "t10k-labels-idx1-ubyte"
 
+    # --teacher FILE that will not load: a valid checkpoint of a network that does not map the
+    # 784 pixels to the 10 classes (once destroyed twice: a crash), or a corrupt one. The
+    # control: the same writer's 784-5-5-10 checkpoint loads.
+    cat >"$tmp/checkpoint.py" <<'EOF'
+import struct, sys, zlib
+
+# checkpoint.py PATH WIDTH...: a checkpoint (docs/checkpoint-format.md) of a network of these
+# widths, every parameter 0.01, no optimizer.
+path, widths = sys.argv[1], [int(w) for w in sys.argv[2:]]
+body = b"KDCKPT\r\n" + struct.pack("<IIQ", 1, 0, len(widths))
+body += struct.pack("<%dQ" % len(widths), *widths) + struct.pack("<ddd", 0, 0, 0)
+body += struct.pack("<4Q", 1, 2, 3, 4)
+count = sum(outputs * (inputs + 1) for inputs, outputs in zip(widths, widths[1:]))
+body += struct.pack("<Q", count) + struct.pack("<%df" % count, *[0.01] * count)
+with open(path, "wb") as f:
+    f.write(body + struct.pack("<I", zlib.crc32(body)))
+EOF
+    # bad_teacher WHAT FILE PATTERN: kd-mnist --teacher FILE fails on the good data.
+    bad_teacher() {
+        expect_failure "$1" "$3" --data "$tmp/good" --epochs 1 --hidden 4 --batch 10 --quiet --teacher "$2"
+    }
+    python3 "$tmp/checkpoint.py" "$tmp/written.kdc" 784 5 5 10
+    "$kd_mnist" --data "$tmp/good" --epochs 1 --hidden 4 --batch 10 --quiet --teacher "$tmp/written.kdc" \
+        >"$tmp/stdout" 2>"$tmp/stderr" || fail "--teacher: a written 784-5-5-10 checkpoint: $(cat "$tmp/stderr")"
+    grep -Eq '^teacher 784-5-5-10 .* - +loaded$' "$tmp/stdout" \
+        || fail "--teacher: a written 784-5-5-10 checkpoint: $(cat "$tmp/stdout")"
+    python3 "$tmp/checkpoint.py" "$tmp/five-classes.kdc" 784 5 5 5
+    bad_teacher "--teacher with 5 outputs" "$tmp/five-classes.kdc" \
+        "five-classes.kdc: cannot load the teacher: its network maps 784 inputs to 5 outputs"
+    python3 "$tmp/checkpoint.py" "$tmp/two-inputs.kdc" 2 5 10
+    bad_teacher "--teacher with 2 inputs" "$tmp/two-inputs.kdc" \
+        "two-inputs.kdc: cannot load the teacher: its network maps 2 inputs to 10 outputs"
+    head -c 100 "$tmp/written.kdc" >"$tmp/cut.kdc"
+    bad_teacher "--teacher truncated" "$tmp/cut.kdc" "cut.kdc: cannot load the teacher: file is truncated"
+
     # Wrong magic numbers: two dimensions where images need three, and image labels.
     cp -R "$tmp/good" "$tmp/magic-802"
     printf '\000\000\010\002' | dd of="$tmp/magic-802/train-images-idx3-ubyte" conv=notrunc status=none
