@@ -3,7 +3,9 @@
  * An IDX file is a big-endian header (two zero bytes, a type byte, a dimension count, then one
  * u32 per dimension) followed by the data. This reader accepts unsigned-byte data (type 0x08)
  * with 1 dimension (labels) or 3 dimensions (images), and checks that the data holds exactly
- * what the header announces. */
+ * what the header announces. A file that starts with the gzip magic number is inflated
+ * strictly (byte_stream.h): a missing or wrong trailer, or anything but another gzip member
+ * after a member, is an error. */
 #ifndef KD_MNIST_IDX_H
 #define KD_MNIST_IDX_H
 

@@ -591,6 +591,73 @@ static void test_corrupt_gzip(void **state)
     free(compressed);
 }
 
+/* A whole deflate stream whose gzip trailer (CRC-32, then the length) is missing or cut, or
+ * which something other than another gzip member follows: all the IDX data is there, yet
+ * the file is no valid gzip (zlib's gzread would accept every one of them). */
+static void test_gzip_trailer_and_trailing_garbage(void **state)
+{
+    (void)state;
+    char dir[PATH_SIZE], path[PATH_SIZE], good[PATH_SIZE];
+    make_dir(dir, "gzip-end");
+    join(good, dir, "good.gz");
+    write_images(good, 20, 28, 28, 0, 10, 1);
+    size_t size;
+    uint8_t *compressed = read_whole(good, &size);
+    uint8_t *longer = malloc(size + 16);
+    assert_non_null(longer);
+    memcpy(longer, compressed, size);
+    const size_t cuts[] = {8, 4, 1};
+    for (size_t c = 0; c < sizeof cuts / sizeof cuts[0]; c++) {
+        join(path, dir, "no-trailer.gz");
+        write_file(path, compressed, size - cuts[c], 0);
+        assert_idx_fails(path, 3, "truncated gzip");
+    }
+    static const char *const garbage[] = {"garbage", "\0", "\x1f", "\x1f\x8b"};
+    static const size_t garbage_size[] = {7, 1, 1, 2};
+    for (size_t g = 0; g < sizeof garbage / sizeof garbage[0]; g++) {
+        memcpy(longer + size, garbage[g], garbage_size[g]);
+        join(path, dir, "garbage-after.gz");
+        write_file(path, longer, size + garbage_size[g], 0);
+        /* A lone gzip magic number is a member cut short. */
+        assert_idx_fails(path, 3, g < 3 ? "trailing garbage" : "truncated gzip");
+    }
+    free(longer);
+    free(compressed);
+}
+
+/* Gzip members one after another read as one stream (RFC 1952), as gzip -d reads them: the
+ * IDX file split across two members, and followed by an empty one. */
+static void test_gzip_concatenated_members(void **state)
+{
+    (void)state;
+    char dir[PATH_SIZE], path[PATH_SIZE];
+    make_dir(dir, "gzip-members");
+    join(path, dir, "plain");
+    write_images(path, 20, 28, 28, 0, 11, 0);
+    size_t plain_size;
+    uint8_t *plain = read_whole(path, &plain_size);
+    const size_t split[] = {1000, 3, plain_size};
+    uint8_t *joined = malloc(2 * plain_size + 100);
+    assert_non_null(joined);
+    for (size_t k = 0; k < sizeof split / sizeof split[0]; k++) {
+        size_t joined_size = 0, part_size;
+        for (int part = 0; part < 2; part++) {
+            join(path, dir, "part.gz");
+            write_file(path, part == 0 ? plain : plain + split[k],
+                       part == 0 ? split[k] : plain_size - split[k], 1);
+            uint8_t *bytes = read_whole(path, &part_size);
+            memcpy(joined + joined_size, bytes, part_size);
+            joined_size += part_size;
+            free(bytes);
+        }
+        join(path, dir, "members.gz");
+        write_file(path, joined, joined_size, 0);
+        assert_idx_reads(path, 3, 20, 28, 28, 11);
+    }
+    free(joined);
+    free(plain);
+}
+
 /* A message longer than the buffer is cut, not overflowed (ASan watches). */
 static void test_small_error_buffer(void **state)
 {
@@ -857,6 +924,8 @@ int main(void)
         cmocka_unit_test(test_dimension_product_overflow),
         cmocka_unit_test(test_zero_items),
         cmocka_unit_test(test_corrupt_gzip),
+        cmocka_unit_test(test_gzip_trailer_and_trailing_garbage),
+        cmocka_unit_test(test_gzip_concatenated_members),
         cmocka_unit_test(test_small_error_buffer),
         cmocka_unit_test(test_dataset_plain_and_mixed),
         cmocka_unit_test(test_dataset_gz_fallback),

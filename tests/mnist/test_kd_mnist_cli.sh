@@ -2,7 +2,8 @@
 # kd-mnist, the MNIST example's program, from the outside.
 #
 #   bad-input: bad data directories (built from tiny IDX fixtures: missing, wrong magic,
-#     truncated, mismatched counts, 32x32 images, a label 10, ...) and bad options (unknown,
+#     truncated, gzip without its trailer or with garbage after it, mismatched counts, 32x32
+#     images, a label 10, ...), teacher checkpoints that will not load and bad options (unknown,
 #     --alpha 2, ...) each make it exit non-zero, without a crash (status < 128), with exactly
 #     one line on stderr starting "kd-mnist:", and nothing on stdout. A control run on the good
 #     fixture (tiny networks) succeeds, so each failure is the defect's doing.
@@ -191,6 +192,14 @@ EOF
     size=$(wc -c <"$tmp/good-gz/t10k-images-idx3-ubyte.gz")
     head -c $((size / 2)) "$tmp/good-gz/t10k-images-idx3-ubyte.gz" >"$tmp/truncated-gz/t10k-images-idx3-ubyte.gz"
     bad_data "truncated gzip" "$tmp/truncated-gz" "t10k-images-idx3-ubyte.gz"
+    # A whole deflate stream without the gzip trailer (CRC-32 and length), or with garbage after it.
+    cp -R "$tmp/good-gz" "$tmp/no-trailer-gz"
+    size=$(wc -c <"$tmp/good-gz/t10k-labels-idx1-ubyte.gz")
+    head -c $((size - 8)) "$tmp/good-gz/t10k-labels-idx1-ubyte.gz" >"$tmp/no-trailer-gz/t10k-labels-idx1-ubyte.gz"
+    bad_data "gzip without its trailer" "$tmp/no-trailer-gz" "t10k-labels-idx1-ubyte.gz: truncated gzip stream"
+    cp -R "$tmp/good-gz" "$tmp/garbage-gz"
+    printf 'garbage' >>"$tmp/garbage-gz/train-images-idx3-ubyte.gz"
+    bad_data "garbage after gzip" "$tmp/garbage-gz" "train-images-idx3-ubyte.gz: trailing garbage after the gzip stream"
     cp -R "$tmp/good" "$tmp/trailing"
     printf 'x' >>"$tmp/trailing/train-labels-idx1-ubyte"
     bad_data "trailing data" "$tmp/trailing" "train-labels-idx1-ubyte: trailing data"
