@@ -3,15 +3,13 @@
 
 #include "idx.h"
 
-#include <errno.h>
-#include <fcntl.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
-#include <string.h>
 #include <unistd.h>
 
 #include "byte_stream.h"
+#include "regular_file.h"
 
 static int failure(char *error, size_t size, const char *format, ...)
 {
@@ -101,9 +99,10 @@ static int read_idx(byte_stream *file, const char *path, unsigned dimension_coun
 int idx_read(const char *path, unsigned dimension_count, idx_file *out, char *error,
              size_t error_size)
 {
-    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    char why[128];
+    int fd = open_regular(path, why, sizeof why);
     if (fd < 0)
-        return failure(error, error_size, "%s: cannot open: %s", path, strerror(errno));
+        return failure(error, error_size, "%s: %s", path, why);
     byte_stream file;
     int result = -1;
     if (byte_stream_open(&file, fd) != 0) {

@@ -13,6 +13,7 @@
 #include <kd.h>
 
 #include "dataset.h"
+#include "regular_file.h"
 #include "report.h"
 #include "train.h"
 
@@ -205,18 +206,25 @@ static void teacher_path(const options *o, int member, char *path, size_t size)
  * pixels to the 10 classes. Returns 0, or -1 with one line on stderr and *model NULL. */
 static int load_teacher(const char *path, kd_model **model)
 {
-    kd_status s = kd_checkpoint_load(model, NULL, path, NULL);
-    if (s != KD_OK) {
-        fprintf(stderr, "kd-mnist: %s: cannot load the teacher: %s\n", path, kd_status_string(s));
-        return -1;
+    char why[160];
+    /* kd_checkpoint_load would wait forever on a FIFO: only a regular file is read. */
+    int fd = open_regular(path, why, sizeof why);
+    kd_status s = KD_ERROR_IO;
+    if (fd >= 0) {
+        close(fd);
+        if ((s = kd_checkpoint_load(model, NULL, path, NULL)) != KD_OK)
+            snprintf(why, sizeof why, "%s", kd_status_string(s));
     }
-    const size_t inputs = kd_model_input_count(*model), outputs = kd_model_output_count(*model);
-    if (inputs == IMAGE_PIXELS && outputs == CLASS_COUNT)
-        return 0;
-    fprintf(stderr, "kd-mnist: %s: cannot load the teacher: its network maps %zu inputs to %zu outputs, not %d to %d\n",
-            path, inputs, outputs, IMAGE_PIXELS, CLASS_COUNT);
-    kd_model_destroy(*model);
-    *model = NULL;
+    if (s == KD_OK) {
+        const size_t inputs = kd_model_input_count(*model), outputs = kd_model_output_count(*model);
+        if (inputs == IMAGE_PIXELS && outputs == CLASS_COUNT)
+            return 0;
+        snprintf(why, sizeof why, "its network maps %zu inputs to %zu outputs, not %d to %d", inputs,
+                 outputs, IMAGE_PIXELS, CLASS_COUNT);
+        kd_model_destroy(*model);
+        *model = NULL;
+    }
+    fprintf(stderr, "kd-mnist: %s: cannot load the teacher: %s\n", path, why);
     return -1;
 }
 

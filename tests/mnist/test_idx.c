@@ -2,8 +2,8 @@
  * fixture files written into a fresh temporary directory, plain and gzip-compressed:
  *   - good image and label files read back exactly, with their dimensions;
  *   - dataset_load finds <name>.gz when <name> is absent, and validates what it loads;
- *   - every kind of bad file is refused with -1 and a one-line message naming the path, *out
- *     untouched, nothing leaked (run under the asan preset for that), and no allocation in
+ *   - every kind of bad file (FIFOs and devices too, at once) is refused with -1 and a one-line
+ *     message naming the path, *out untouched, nothing leaked (run under the asan preset for that), and no allocation in
  *     proportion to what a header claims (malloc and realloc are wrapped, see CMakeLists.txt). */
 #define _POSIX_C_SOURCE 200809L
 
@@ -336,7 +336,22 @@ static void test_missing_file_and_directory(void **state)
     join(path, dir, "no-such-directory/images");
     assert_idx_fails(path, 3, "cannot open");
     /* A directory is no file either. */
-    assert_idx_fails(dir, 3, NULL);
+    assert_idx_fails(dir, 3, "not a regular file");
+}
+
+/* A FIFO (which open() and read() would wait on forever: an alarm ends the test if so) and a
+ * device are refused at once. */
+static void test_not_a_regular_file(void **state)
+{
+    (void)state;
+    char dir[PATH_SIZE], path[PATH_SIZE];
+    make_dir(dir, "special");
+    join(path, dir, "fifo");
+    assert_int_equal(mkfifo(path, 0600), 0);
+    alarm(30);
+    assert_idx_fails(path, 3, "not a regular file");
+    assert_idx_fails("/dev/null", 1, "not a regular file");
+    alarm(0);
 }
 
 static void test_empty_file(void **state)
@@ -815,6 +830,19 @@ static void test_dataset_missing(void **state)
     /* An empty directory. */
     make_dir(dir, "set-empty");
     assert_dataset_fails(dir, dir, file_names[0]);
+    /* Each file a FIFO in turn, under its plain or its .gz name (an alarm ends a wait on it). */
+    for (int k = 0; k < 4; k++) {
+        char name[32];
+        snprintf(name, sizeof name, "set-fifo-%d", k);
+        make_dataset(dir, name, 0x0);
+        remove_both(dir, file_names[k]);
+        snprintf(name, sizeof name, k % 2 ? "%s.gz" : "%s", file_names[k]);
+        join(path, dir, name);
+        assert_int_equal(mkfifo(path, 0600), 0);
+        alarm(30);
+        assert_dataset_fails(dir, path, "not a regular file");
+        alarm(0);
+    }
 }
 
 /* A bad file inside the directory: the message names its full path. */
@@ -914,6 +942,7 @@ int main(void)
         cmocka_unit_test(test_labels_read_back_exactly),
         cmocka_unit_test(test_large_file_read_back_exactly),
         cmocka_unit_test(test_missing_file_and_directory),
+        cmocka_unit_test(test_not_a_regular_file),
         cmocka_unit_test(test_empty_file),
         cmocka_unit_test(test_wrong_magic),
         cmocka_unit_test(test_wrong_type_byte),

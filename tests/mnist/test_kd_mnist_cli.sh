@@ -2,11 +2,12 @@
 # kd-mnist, the MNIST example's program, from the outside.
 #
 #   bad-input: bad data directories (built from tiny IDX fixtures: missing, wrong magic,
-#     truncated, gzip without its trailer or with garbage after it, mismatched counts, 32x32
-#     images, a label 10, ...), teacher checkpoints that will not load and bad options (unknown,
-#     --alpha 2, ...) each make it exit non-zero, without a crash (status < 128), with exactly
-#     one line on stderr starting "kd-mnist:", and nothing on stdout. A control run on the good
-#     fixture (tiny networks) succeeds, so each failure is the defect's doing.
+#     truncated, gzip without its trailer or with garbage after it, FIFOs, mismatched counts,
+#     32x32 images, a label 10, ...), teacher checkpoints that will not load (a FIFO too) and bad
+#     options (unknown, --alpha 2, ...) each make it exit non-zero within 60 s, without a crash
+#     (status < 128), with exactly one line on stderr starting "kd-mnist:", and nothing on
+#     stdout. A control run on the good fixture (tiny networks) succeeds, so each failure is
+#     the defect's doing.
 #   quick: the CI-sized end-to-end run, --quick on Fashion-MNIST with --json: exit 0, the table
 #     on stdout, nothing on stderr (--quiet), and a JSON report with the three models, integer
 #     test errors, 10000 training and test images, and a teacher far better than chance.
@@ -109,11 +110,12 @@ EOF
     expect_failure() {
         what=$1 pattern=$2
         shift 2
-        if "$kd_mnist" "$@" >"$tmp/stdout" 2>"$tmp/stderr"; then
+        if timeout 60 "$kd_mnist" "$@" >"$tmp/stdout" 2>"$tmp/stderr"; then
             fail "$what: exit status 0"
         else
             status=$?
         fi
+        [ "$status" -ne 124 ] || fail "$what: still running after 60 s (waiting on a FIFO?)"
         [ "$status" -lt 128 ] || fail "$what: exit status $status (a crash?): $(cat "$tmp/stderr")"
         lines=$(wc -l <"$tmp/stderr")
         [ "$lines" -eq 1 ] || fail "$what: $lines lines on stderr, not 1: $(cat "$tmp/stderr")"
@@ -134,6 +136,15 @@ EOF
     cp -R "$tmp/good" "$tmp/no-test-labels"
     rm "$tmp/no-test-labels/t10k-labels-idx1-ubyte"
     bad_data "missing test labels" "$tmp/no-test-labels" "t10k-labels-idx1-ubyte"
+    # A FIFO, which a reader would wait on forever, in place of a file, plain or compressed.
+    cp -R "$tmp/good" "$tmp/fifo"
+    rm "$tmp/fifo/train-labels-idx1-ubyte"
+    mkfifo "$tmp/fifo/train-labels-idx1-ubyte"
+    bad_data "a FIFO as training labels" "$tmp/fifo" "train-labels-idx1-ubyte: not a regular file"
+    cp -R "$tmp/good-gz" "$tmp/fifo-gz"
+    rm "$tmp/fifo-gz/t10k-images-idx3-ubyte.gz"
+    mkfifo "$tmp/fifo-gz/t10k-images-idx3-ubyte.gz"
+    bad_data "a FIFO as compressed test images" "$tmp/fifo-gz" "t10k-images-idx3-ubyte.gz: not a regular file"
 
     # --teacher FILE that will not load: a valid checkpoint of a network that does not map the
     # 784 pixels to the 10 classes (once destroyed twice: a crash), or a corrupt one. The
@@ -169,6 +180,8 @@ EOF
         "two-inputs.kdc: cannot load the teacher: its network maps 2 inputs to 10 outputs"
     head -c 100 "$tmp/written.kdc" >"$tmp/cut.kdc"
     bad_teacher "--teacher truncated" "$tmp/cut.kdc" "cut.kdc: cannot load the teacher: file is truncated"
+    mkfifo "$tmp/teacher.fifo"
+    bad_teacher "--teacher FIFO" "$tmp/teacher.fifo" "teacher.fifo: cannot load the teacher: not a regular file"
 
     # Wrong magic numbers: two dimensions where images need three, and image labels.
     cp -R "$tmp/good" "$tmp/magic-802"
