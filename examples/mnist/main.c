@@ -208,7 +208,7 @@ static int load_teacher(const char *path, kd_model **model)
 {
     char why[160];
     /* kd_checkpoint_load would wait forever on a FIFO: only a regular file is read. */
-    int fd = open_regular(path, why, sizeof why);
+    int fd = open_regular(path, NULL, why, sizeof why);
     kd_status s = KD_ERROR_IO;
     if (fd >= 0) {
         close(fd);

@@ -10,7 +10,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-int open_regular(const char *path, char *why, size_t why_size)
+int open_regular(const char *path, off_t *size, char *why, size_t why_size)
 {
     /* O_NONBLOCK: opening a FIFO returns at once instead of waiting for a writer. */
     int fd = open(path, O_RDONLY | O_NONBLOCK | O_CLOEXEC);
@@ -26,8 +26,11 @@ int open_regular(const char *path, char *why, size_t why_size)
     } else {
         /* Reads of a regular file do not block anyway; the caller gets an ordinary descriptor. */
         int flags = fcntl(fd, F_GETFL);
-        if (flags >= 0 && fcntl(fd, F_SETFL, flags & ~O_NONBLOCK) == 0)
+        if (flags >= 0 && fcntl(fd, F_SETFL, flags & ~O_NONBLOCK) == 0) {
+            if (size != NULL)
+                *size = info.st_size;
             return fd;
+        }
         snprintf(why, why_size, "cannot open: %s", strerror(errno));
     }
     close(fd);

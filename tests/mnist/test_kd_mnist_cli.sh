@@ -213,6 +213,16 @@ EOF
     cp -R "$tmp/good-gz" "$tmp/garbage-gz"
     printf 'garbage' >>"$tmp/garbage-gz/train-images-idx3-ubyte.gz"
     bad_data "garbage after gzip" "$tmp/garbage-gz" "train-images-idx3-ubyte.gz: trailing garbage after the gzip stream"
+    # A decompression bomb: 16 MiB of zeros (16 KiB compressed) under a header announcing
+    # 2^32 - 1 images; refused from its header.
+    cp -R "$tmp/good" "$tmp/bomb"
+    rm "$tmp/bomb/train-images-idx3-ubyte"
+    python3 - "$tmp/bomb/train-images-idx3-ubyte.gz" <<'EOF'
+import gzip, struct, sys
+with gzip.open(sys.argv[1], "wb") as f:
+    f.write(struct.pack(">IIII", 0x803, 2**32 - 1, 28, 28) + bytes(16 << 20))
+EOF
+    bad_data "decompression bomb" "$tmp/bomb" "train-images-idx3-ubyte.gz: the header announces 4294967295 items of 784 bytes, over the limit of 256 MiB"
     cp -R "$tmp/good" "$tmp/trailing"
     printf 'x' >>"$tmp/trailing/train-labels-idx1-ubyte"
     bad_data "trailing data" "$tmp/trailing" "train-labels-idx1-ubyte: trailing data"
