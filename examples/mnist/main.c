@@ -40,7 +40,8 @@ static void usage(FILE *to)
             "usage: kd-mnist [options]\n"
             "Trains a teacher (784-1200-1200-10: dropout, max-norm, optional jitter), a small net\n"
             "on hard labels (784-800-800-10) and the same small net distilled from the teacher's\n"
-            "soft targets, then prints their test errors (Hinton et al. 2015, section 3).\n\n"
+            "soft targets, then prints their test errors (Hinton et al. 2015, section 3).\n"
+            "N, K and S are plain decimal integers; T, A, R, D, P and F are numbers.\n\n"
             "  --data DIR              IDX files (plain or .gz) [" DEFAULT_DATA "]\n"
             "  --epochs N              epochs of the small nets [15]\n"
             "  --teacher-epochs N      epochs of the teacher [10/3 of --epochs: 50]\n"
@@ -72,12 +73,36 @@ static void usage(FILE *to)
             "  --quiet                 no progress on stderr\n");
 }
 
+/* A real number in [min, max] (strtod's syntax). Returns 0, or -1 if text is not one. */
 static int parse_number(const char *text, double min, double max, double *out)
 {
     char *end;
     errno = 0;
     double v = strtod(text, &end);
     if (errno != 0 || end == text || *end != '\0' || !(v >= min && v <= max))
+        return -1;
+    *out = v;
+    return 0;
+}
+
+/* A plain decimal integer in [min, max]: digits only, no sign, space, fraction, exponent or
+ * hexadecimal prefix. Returns 0, or -1 if text is not one. */
+static int parse_integer(const char *text, uint64_t min, uint64_t max, uint64_t *out)
+{
+    uint64_t v = 0;
+    if (*text == '\0')
+        return -1;
+    for (const char *c = text; *c != '\0'; c++) {
+        if (*c < '0' || *c > '9')
+            return -1;
+        const uint64_t digit = (uint64_t)(*c - '0');
+        if (v > (UINT64_MAX - digit) / 10)
+            return -1; /* it would not fit in 64 bits */
+        v = v * 10 + digit;
+        if (v > max)
+            return -1;
+    }
+    if (v < min)
         return -1;
     *out = v;
     return 0;
@@ -106,15 +131,26 @@ static int parse_options(int argc, char **argv, options *o)
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
         const char *v = i + 1 < argc ? argv[i + 1] : NULL;
-        double x = 0.0;
+        double x = 0.0, low = 0.0, high = 0.0;
+        uint64_t n = 0;
         int bad = 0;
-#define NUMBER(name, min, max, target)                                                             \
+        const char *kind = ""; /* what the value must be, from low to high */
+        /* OPTION: `name VALUE`, where `parsed` is 0 if VALUE is `what` in [min, max]; then
+         * `target`. */
+#define OPTION(name, what, min, max, parsed, target)                                               \
     else if (strcmp(a, name) == 0) {                                                               \
-        bad = v == NULL || parse_number(v, min, max, &x) != 0;                                     \
+        bad = v == NULL || (parsed) != 0;                                                          \
+        kind = what;                                                                               \
+        low = min;                                                                                 \
+        high = max;                                                                                \
         if (!bad)                                                                                  \
             target;                                                                                \
         i++;                                                                                       \
     }
+#define NUMBER(name, min, max, target)                                                             \
+    OPTION(name, "a number", min, max, parse_number(v, min, max, &x), target)
+#define INTEGER(name, min, max, target)                                                            \
+    OPTION(name, "a decimal integer", min, max, parse_integer(v, min, max, &n), target)
         if (strcmp(a, "--help") == 0 || strcmp(a, "-h") == 0) {
             usage(stdout);
             exit(0);
@@ -130,31 +166,38 @@ static int parse_options(int argc, char **argv, options *o)
             *target = v;
             i++;
         }
-        NUMBER("--epochs", 1, 100000, o->epochs = (int)x)
-        NUMBER("--teacher-epochs", 1, 100000, o->teacher_epochs = (int)x)
-        NUMBER("--hidden", 1, 100000, o->hidden = (size_t)x)
-        NUMBER("--teacher-hidden", 1, 100000, o->teacher_hidden = (size_t)x)
+        INTEGER("--epochs", 1, 100000, o->epochs = (int)n)
+        INTEGER("--teacher-epochs", 1, 100000, o->teacher_epochs = (int)n)
+        INTEGER("--hidden", 1, 100000, o->hidden = (size_t)n)
+        INTEGER("--teacher-hidden", 1, 100000, o->teacher_hidden = (size_t)n)
         NUMBER("--temperature", 1e-3, 1e4, o->temperature = x)
         NUMBER("--alpha", 0, 1, o->alpha = x)
         NUMBER("--learning-rate", 0, 10, o->learning_rate = x)
         NUMBER("--teacher-learning-rate", 0, 10, o->teacher_learning_rate = x)
         NUMBER("--learning-rate-decay", 0, 1, o->learning_rate_decay = x)
-        NUMBER("--batch", 1, 60000, o->batch = (size_t)x)
+        INTEGER("--batch", 1, 60000, o->batch = (size_t)n)
         NUMBER("--input-dropout", 0, 0.9, o->input_dropout = x)
-        NUMBER("--jitter", 0, 8, o->jitter = (int)x)
+        INTEGER("--jitter", 0, 8, o->jitter = (int)n)
         NUMBER("--hidden-dropout", 0, 0.9, o->hidden_dropout = x)
-        NUMBER("--omit-class", 0, 9, o->omit_class = (int)x)
+        INTEGER("--omit-class", 0, 9, o->omit_class = (int)n)
         NUMBER("--transfer-fraction", 1e-4, 1, o->transfer_fraction = x)
-        NUMBER("--ensemble", 1, 100, o->ensemble = (int)x)
-        NUMBER("--seed", 0, 9007199254740992.0, o->seed = (uint64_t)x)
-        NUMBER("--threads", 1, 1024, o->threads = (int)x)
+        INTEGER("--ensemble", 1, 100, o->ensemble = (int)n)
+        INTEGER("--seed", 0, 9007199254740992u, o->seed = n)
+        INTEGER("--threads", 1, 1024, o->threads = (int)n)
         else {
             fprintf(stderr, "kd-mnist: unknown option '%s' (see --help)\n", a);
             return -1;
         }
+#undef INTEGER
 #undef NUMBER
+#undef OPTION
+        if (bad && v == NULL) {
+            fprintf(stderr, "kd-mnist: %s needs a value\n", a);
+            return -1;
+        }
         if (bad) {
-            fprintf(stderr, "kd-mnist: %s needs %s\n", a, v == NULL ? "a value" : "a valid value (see --help)");
+            fprintf(stderr, "kd-mnist: %s needs a valid value: %s from %.16g to %.16g (see --help)\n",
+                    a, kind, low, high);
             return -1;
         }
     }

@@ -236,17 +236,34 @@ EOF
     fixture "$tmp/label-10" 30 20 28 30 0 10
     bad_data "a label 10" "$tmp/label-10" "label 10 of item 19"
 
-    # Bad options (on good data: were one accepted, the tiny run would succeed and be caught).
+    # Bad options (on good data: were one accepted, the tiny run would succeed and be caught),
+    # exit status 2. Integer options take plain decimal integers only: no fraction (once cut
+    # to an integer: --epochs 1.9 ran one epoch), exponent, hexadecimal, sign or space.
     good=$tmp/good
-    expect_failure "unknown option" "unknown option '--frobnicate'" --data "$good" --frobnicate
-    expect_failure "stray argument" "unknown option 'extra'" --data "$good" extra
-    expect_failure "--alpha 2" "--alpha needs a valid value" --data "$good" --alpha 2
-    expect_failure "--alpha -0.1" "--alpha needs a valid value" --data "$good" --alpha -0.1
-    expect_failure "--alpha without value" "--alpha needs a value" --data "$good" --alpha
-    expect_failure "--epochs 0" "--epochs needs a valid value" --data "$good" --epochs 0
-    expect_failure "--threads abc" "--threads needs a valid value" --data "$good" --threads abc
-    expect_failure "--omit-class 10" "--omit-class needs a valid value" --data "$good" --omit-class 10
-    expect_failure "--data without value" "--data needs a value" --data
+    # bad_option WHAT PATTERN ARGS...: kd-mnist --data <good> ARGS fails with exit status 2.
+    bad_option() {
+        what=$1 pattern=$2
+        shift 2
+        expect_failure "$what" "$pattern" --data "$good" "$@"
+        [ "$status" -eq 2 ] || fail "$what: exit status $status, not 2"
+    }
+    bad_option "unknown option" "unknown option '--frobnicate'" --frobnicate
+    bad_option "stray argument" "unknown option 'extra'" extra
+    bad_option "--alpha 2" "--alpha needs a valid value: a number from 0 to 1" --alpha 2
+    bad_option "--alpha -0.1" "--alpha needs a valid value" --alpha -0.1
+    bad_option "--alpha without value" "--alpha needs a value" --alpha
+    bad_option "--epochs 0" "--epochs needs a valid value: a decimal integer from 1 to 100000" --epochs 0
+    bad_option "--threads abc" "--threads needs a valid value" --threads abc
+    bad_option "--omit-class 10" "--omit-class needs a valid value" --omit-class 10
+    for value in 1.9 1.0 0x10 1e1 +1 -1 " 1" "1 " "" 99999999999999999999999; do
+        bad_option "--epochs '$value'" "--epochs needs a valid value: a decimal integer" --epochs "$value"
+    done
+    bad_option "--batch 2.5" "--batch needs a valid value: a decimal integer" --batch 2.5
+    bad_option "--omit-class 3.7" "--omit-class needs a valid value: a decimal integer from 0 to 9" --omit-class 3.7
+    bad_option "--seed 1e3" "--seed needs a valid value: a decimal integer" --seed 1e3
+    bad_option "--seed 2^53 + 1" "--seed needs a valid value" --seed 9007199254740993
+    bad_option "--ensemble 2.0" "--ensemble needs a valid value" --ensemble 2.0
+    bad_option "--data without value" "--data needs a value" --data
 }
 
 quick() {
