@@ -567,6 +567,20 @@ static int experiment(const options *o, const dataset *train, const dataset *tes
     return 0;
 }
 
+/* --omit-class K on a training set of class K alone would leave no transfer set. Returns 0, or
+ * -1 with one line on stderr. */
+static int check_transfer_set(const options *o, const dataset *train)
+{
+    if (o->omit_class < 0)
+        return 0;
+    for (size_t i = 0; i < train->count; i++)
+        if (train->labels[i] != o->omit_class)
+            return 0;
+    fprintf(stderr, "kd-mnist: --omit-class %d: every training image is of class %d, the transfer set would be empty\n",
+            o->omit_class, o->omit_class);
+    return -1;
+}
+
 /* Debian's OpenBLAS 0.3.21 does not recognise some recent x86-64 processors (e.g. Sapphire
  * Rapids under KVM) and falls back to its SSE3 "Prescott" kernels, several times slower than
  * the AVX2 ones those processors run. OpenBLAS picks its kernels when it is loaded, before
@@ -618,7 +632,9 @@ int main(int argc, char **argv)
 
     teachers t = {{NULL}, {NULL}, NULL, NULL};
     students st = {NULL, NULL, NULL, NULL};
-    int status = load_teachers(&o, &t) == 0 ? experiment(&o, &train, &test, &t, &st, &rep) : 1;
+    int status = check_transfer_set(&o, &train) == 0 && load_teachers(&o, &t) == 0
+                     ? experiment(&o, &train, &test, &t, &st, &rep)
+                     : 1;
     students_free(&st);
     teachers_free(&t, o.ensemble);
     dataset_free(&train);

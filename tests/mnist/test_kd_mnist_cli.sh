@@ -236,6 +236,19 @@ EOF
     fixture "$tmp/label-10" 30 20 28 30 0 10
     bad_data "a label 10" "$tmp/label-10" "label 10 of item 19"
 
+    # --omit-class K on a training set of class K alone: no transfer set is left (once reported
+    # as "out of memory" after training the teacher). The control: another class is omitted.
+    cp -R "$tmp/good" "$tmp/only-3"
+    python3 -c 'import struct, sys; open(sys.argv[1], "wb").write(struct.pack(">II", 0x801, 30) + bytes([3] * 30))' \
+        "$tmp/only-3/train-labels-idx1-ubyte"
+    "$kd_mnist" --data "$tmp/only-3" --omit-class 4 --epochs 1 --hidden 4 --teacher-hidden 4 --batch 10 \
+        --quiet >"$tmp/stdout" 2>"$tmp/stderr" || fail "--omit-class 4 on 3s alone: $(cat "$tmp/stderr")"
+    grep -q "^training images 30 (transfer set 30)" "$tmp/stdout" \
+        || fail "--omit-class 4 on 3s alone: unexpected output: $(cat "$tmp/stdout")"
+    expect_failure "--omit-class 3 on 3s alone" \
+        "--omit-class 3: every training image is of class 3, the transfer set would be empty" \
+        --data "$tmp/only-3" --omit-class 3 --epochs 1 --hidden 4 --teacher-hidden 4 --batch 10 --quiet
+
     # Bad options (on good data: were one accepted, the tiny run would succeed and be caught),
     # exit status 2. Integer options take plain decimal integers only: no fraction (once cut
     # to an integer: --epochs 1.9 ran one epoch), exponent, hexadecimal, sign or space.
