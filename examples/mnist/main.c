@@ -13,6 +13,7 @@
 #include <kd.h>
 
 #include "dataset.h"
+#include "regular_file.h"
 #include "report.h"
 #include "train.h"
 
@@ -39,7 +40,8 @@ static void usage(FILE *to)
             "usage: kd-mnist [options]\n"
             "Trains a teacher (784-1200-1200-10: dropout, max-norm, optional jitter), a small net\n"
             "on hard labels (784-800-800-10) and the same small net distilled from the teacher's\n"
-            "soft targets, then prints their test errors (Hinton et al. 2015, section 3).\n\n"
+            "soft targets, then prints their test errors (Hinton et al. 2015, section 3).\n"
+            "N, K and S are plain decimal integers; T, A, R, D, P and F are numbers.\n\n"
             "  --data DIR              IDX files (plain or .gz) [" DEFAULT_DATA "]\n"
             "  --epochs N              epochs of the small nets [15]\n"
             "  --teacher-epochs N      epochs of the teacher [10/3 of --epochs: 50]\n"
@@ -71,12 +73,36 @@ static void usage(FILE *to)
             "  --quiet                 no progress on stderr\n");
 }
 
+/* A real number in [min, max] (strtod's syntax). Returns 0, or -1 if text is not one. */
 static int parse_number(const char *text, double min, double max, double *out)
 {
     char *end;
     errno = 0;
     double v = strtod(text, &end);
     if (errno != 0 || end == text || *end != '\0' || !(v >= min && v <= max))
+        return -1;
+    *out = v;
+    return 0;
+}
+
+/* A plain decimal integer in [min, max]: digits only, no sign, space, fraction, exponent or
+ * hexadecimal prefix. Returns 0, or -1 if text is not one. */
+static int parse_integer(const char *text, uint64_t min, uint64_t max, uint64_t *out)
+{
+    uint64_t v = 0;
+    if (*text == '\0')
+        return -1;
+    for (const char *c = text; *c != '\0'; c++) {
+        if (*c < '0' || *c > '9')
+            return -1;
+        const uint64_t digit = (uint64_t)(*c - '0');
+        if (v > (UINT64_MAX - digit) / 10)
+            return -1; /* it would not fit in 64 bits */
+        v = v * 10 + digit;
+        if (v > max)
+            return -1;
+    }
+    if (v < min)
         return -1;
     *out = v;
     return 0;
@@ -105,15 +131,26 @@ static int parse_options(int argc, char **argv, options *o)
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
         const char *v = i + 1 < argc ? argv[i + 1] : NULL;
-        double x = 0.0;
+        double x = 0.0, low = 0.0, high = 0.0;
+        uint64_t n = 0;
         int bad = 0;
-#define NUMBER(name, min, max, target)                                                             \
+        const char *kind = ""; /* what the value must be, from low to high */
+        /* OPTION: `name VALUE`, where `parsed` is 0 if VALUE is `what` in [min, max]; then
+         * `target`. */
+#define OPTION(name, what, min, max, parsed, target)                                               \
     else if (strcmp(a, name) == 0) {                                                               \
-        bad = v == NULL || parse_number(v, min, max, &x) != 0;                                     \
+        bad = v == NULL || (parsed) != 0;                                                          \
+        kind = what;                                                                               \
+        low = min;                                                                                 \
+        high = max;                                                                                \
         if (!bad)                                                                                  \
             target;                                                                                \
         i++;                                                                                       \
     }
+#define NUMBER(name, min, max, target)                                                             \
+    OPTION(name, "a number", min, max, parse_number(v, min, max, &x), target)
+#define INTEGER(name, min, max, target)                                                            \
+    OPTION(name, "a decimal integer", min, max, parse_integer(v, min, max, &n), target)
         if (strcmp(a, "--help") == 0 || strcmp(a, "-h") == 0) {
             usage(stdout);
             exit(0);
@@ -129,31 +166,38 @@ static int parse_options(int argc, char **argv, options *o)
             *target = v;
             i++;
         }
-        NUMBER("--epochs", 1, 100000, o->epochs = (int)x)
-        NUMBER("--teacher-epochs", 1, 100000, o->teacher_epochs = (int)x)
-        NUMBER("--hidden", 1, 100000, o->hidden = (size_t)x)
-        NUMBER("--teacher-hidden", 1, 100000, o->teacher_hidden = (size_t)x)
+        INTEGER("--epochs", 1, 100000, o->epochs = (int)n)
+        INTEGER("--teacher-epochs", 1, 100000, o->teacher_epochs = (int)n)
+        INTEGER("--hidden", 1, 100000, o->hidden = (size_t)n)
+        INTEGER("--teacher-hidden", 1, 100000, o->teacher_hidden = (size_t)n)
         NUMBER("--temperature", 1e-3, 1e4, o->temperature = x)
         NUMBER("--alpha", 0, 1, o->alpha = x)
         NUMBER("--learning-rate", 0, 10, o->learning_rate = x)
         NUMBER("--teacher-learning-rate", 0, 10, o->teacher_learning_rate = x)
         NUMBER("--learning-rate-decay", 0, 1, o->learning_rate_decay = x)
-        NUMBER("--batch", 1, 60000, o->batch = (size_t)x)
+        INTEGER("--batch", 1, 60000, o->batch = (size_t)n)
         NUMBER("--input-dropout", 0, 0.9, o->input_dropout = x)
-        NUMBER("--jitter", 0, 8, o->jitter = (int)x)
+        INTEGER("--jitter", 0, 8, o->jitter = (int)n)
         NUMBER("--hidden-dropout", 0, 0.9, o->hidden_dropout = x)
-        NUMBER("--omit-class", 0, 9, o->omit_class = (int)x)
+        INTEGER("--omit-class", 0, 9, o->omit_class = (int)n)
         NUMBER("--transfer-fraction", 1e-4, 1, o->transfer_fraction = x)
-        NUMBER("--ensemble", 1, 100, o->ensemble = (int)x)
-        NUMBER("--seed", 0, 9007199254740992.0, o->seed = (uint64_t)x)
-        NUMBER("--threads", 1, 1024, o->threads = (int)x)
+        INTEGER("--ensemble", 1, 100, o->ensemble = (int)n)
+        INTEGER("--seed", 0, 9007199254740992u, o->seed = n)
+        INTEGER("--threads", 1, 1024, o->threads = (int)n)
         else {
             fprintf(stderr, "kd-mnist: unknown option '%s' (see --help)\n", a);
             return -1;
         }
+#undef INTEGER
 #undef NUMBER
+#undef OPTION
+        if (bad && v == NULL) {
+            fprintf(stderr, "kd-mnist: %s needs a value\n", a);
+            return -1;
+        }
         if (bad) {
-            fprintf(stderr, "kd-mnist: %s needs %s\n", a, v == NULL ? "a value" : "a valid value (see --help)");
+            fprintf(stderr, "kd-mnist: %s needs a valid value: %s from %.16g to %.16g (see --help)\n",
+                    a, kind, low, high);
             return -1;
         }
     }
@@ -192,27 +236,52 @@ static int file_exists(const char *path)
     return stat(path, &info) == 0;
 }
 
-/* Trains (or loads) one teacher network. */
+/* The checkpoint of teacher `member` under --teacher FILE: FILE, or FILE.<member> for an
+ * ensemble; "" without --teacher. */
+static void teacher_path(const options *o, int member, char *path, size_t size)
+{
+    path[0] = '\0';
+    if (o->teacher_file != NULL)
+        snprintf(path, size, o->ensemble > 1 ? "%s.%d" : "%s", o->teacher_file, member);
+}
+
+/* Loads the teacher checkpoint at `path` into *model, which must be a network from the 784
+ * pixels to the 10 classes. Returns 0, or -1 with one line on stderr and *model NULL. */
+static int load_teacher(const char *path, kd_model **model)
+{
+    char why[160];
+    /* kd_checkpoint_load would wait forever on a FIFO: only a regular file is read. */
+    int fd = open_regular(path, NULL, why, sizeof why);
+    kd_status s = KD_ERROR_IO;
+    if (fd >= 0) {
+        close(fd);
+        if ((s = kd_checkpoint_load(model, NULL, path, NULL)) != KD_OK)
+            snprintf(why, sizeof why, "%s", kd_status_string(s));
+    }
+    if (s == KD_OK) {
+        const size_t inputs = kd_model_input_count(*model), outputs = kd_model_output_count(*model);
+        if (inputs == IMAGE_PIXELS && outputs == CLASS_COUNT)
+            return 0;
+        snprintf(why, sizeof why, "its network maps %zu inputs to %zu outputs, not %d to %d", inputs,
+                 outputs, IMAGE_PIXELS, CLASS_COUNT);
+        kd_model_destroy(*model);
+        *model = NULL;
+    }
+    fprintf(stderr, "kd-mnist: %s: cannot load the teacher: %s\n", path, why);
+    return -1;
+}
+
+/* Trains teacher network `member` and saves it under --teacher, unless it was loaded (*model
+ * set by load_teachers). */
 static kd_status teacher_network(const options *o, int member, const dataset *train,
                                  kd_model **model, double *seconds, int *loaded)
 {
-    char path[4096] = "";
-    if (o->teacher_file != NULL)
-        snprintf(path, sizeof path, o->ensemble > 1 ? "%s.%d" : "%s", o->teacher_file, member);
-    *loaded = 0;
     *seconds = 0.0;
-    if (path[0] != '\0' && file_exists(path)) {
-        kd_status s = kd_checkpoint_load(model, NULL, path, NULL);
-        if (s == KD_OK && (kd_model_input_count(*model) != IMAGE_PIXELS
-                           || kd_model_output_count(*model) != CLASS_COUNT)) {
-            kd_model_destroy(*model);
-            s = KD_ERROR_SHAPE_MISMATCH;
-        }
-        *loaded = s == KD_OK;
-        if (s != KD_OK)
-            fprintf(stderr, "kd-mnist: %s: cannot load the teacher\n", path);
-        return s;
-    }
+    *loaded = *model != NULL;
+    if (*loaded)
+        return KD_OK;
+    char path[4096];
+    teacher_path(o, member, path, sizeof path);
     char name[32];
     snprintf(name, sizeof name, o->ensemble > 1 ? "teacher %d" : "teacher", member);
     train_config c = base_config(o, name, o->teacher_hidden, o->teacher_epochs,
@@ -313,6 +382,19 @@ static void teachers_free(teachers *t, int count)
     }
     free(t->test_probabilities);
     free(t->soft);
+}
+
+/* Loads, before any training, every teacher network whose checkpoint exists under --teacher
+ * into t->member[]. Returns 0, or -1 with one line on stderr. */
+static int load_teachers(const options *o, teachers *t)
+{
+    char path[4096];
+    for (int m = 0; m < o->ensemble; m++) {
+        teacher_path(o, m, path, sizeof path);
+        if (path[0] != '\0' && file_exists(path) && load_teacher(path, &t->member[m]) != 0)
+            return -1;
+    }
+    return 0;
 }
 
 /* The hidden width h of a 784-h-h-10 network, from its parameter count
@@ -465,6 +547,40 @@ static kd_status report_omitted_class(const options *o, const dataset *train, co
     return KD_OK;
 }
 
+/* The teacher (or ensemble), the students and the omitted class; prints the table (and writes
+ * the JSON). Returns the exit status: 0, or 1 after one line on stderr. */
+static int experiment(const options *o, const dataset *train, const dataset *test, teachers *t,
+                      students *st, report *rep)
+{
+    kd_status s = prepare_teachers(o, train, test, t, rep);
+    if (s != KD_OK)
+        return fail("teacher", s);
+    if ((s = run_students(o, train, test, t, st, rep)) != KD_OK)
+        return fail("students", s);
+    if (o->omit_class >= 0 && (s = report_omitted_class(o, train, test, st, rep)) != KD_OK)
+        return fail("omitted class", s);
+    report_print(rep, stdout);
+    if (o->json != NULL && report_write_json(rep, o->json) != 0) {
+        fprintf(stderr, "kd-mnist: %s: cannot write: %s\n", o->json, strerror(errno));
+        return 1;
+    }
+    return 0;
+}
+
+/* --omit-class K on a training set of class K alone would leave no transfer set. Returns 0, or
+ * -1 with one line on stderr. */
+static int check_transfer_set(const options *o, const dataset *train)
+{
+    if (o->omit_class < 0)
+        return 0;
+    for (size_t i = 0; i < train->count; i++)
+        if (train->labels[i] != o->omit_class)
+            return 0;
+    fprintf(stderr, "kd-mnist: --omit-class %d: every training image is of class %d, the transfer set would be empty\n",
+            o->omit_class, o->omit_class);
+    return -1;
+}
+
 /* Debian's OpenBLAS 0.3.21 does not recognise some recent x86-64 processors (e.g. Sapphire
  * Rapids under KVM) and falls back to its SSE3 "Prescott" kernels, several times slower than
  * the AVX2 ones those processors run. OpenBLAS picks its kernels when it is loaded, before
@@ -516,23 +632,9 @@ int main(int argc, char **argv)
 
     teachers t = {{NULL}, {NULL}, NULL, NULL};
     students st = {NULL, NULL, NULL, NULL};
-    int status = 1;
-    kd_status s = prepare_teachers(&o, &train, &test, &t, &rep);
-    if (s != KD_OK)
-        fail("teacher", s);
-    else if ((s = run_students(&o, &train, &test, &t, &st, &rep)) != KD_OK)
-        fail("students", s);
-    else if (o.omit_class >= 0 && (s = report_omitted_class(&o, &train, &test, &st, &rep)) != KD_OK)
-        fail("omitted class", s);
-    else
-        status = 0;
-    if (status == 0) {
-        report_print(&rep, stdout);
-        if (o.json != NULL && report_write_json(&rep, o.json) != 0) {
-            fprintf(stderr, "kd-mnist: %s: cannot write: %s\n", o.json, strerror(errno));
-            status = 1;
-        }
-    }
+    int status = check_transfer_set(&o, &train) == 0 && load_teachers(&o, &t) == 0
+                     ? experiment(&o, &train, &test, &t, &st, &rep)
+                     : 1;
     students_free(&st);
     teachers_free(&t, o.ensemble);
     dataset_free(&train);

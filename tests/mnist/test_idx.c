@@ -2,9 +2,11 @@
  * fixture files written into a fresh temporary directory, plain and gzip-compressed:
  *   - good image and label files read back exactly, with their dimensions;
  *   - dataset_load finds <name>.gz when <name> is absent, and validates what it loads;
- *   - every kind of bad file is refused with -1 and a one-line message naming the path, *out
- *     untouched, nothing leaked (run under the asan preset for that), and no allocation in
- *     proportion to what a header claims (malloc and realloc are wrapped, see CMakeLists.txt). */
+ *   - every kind of bad file (FIFOs and devices too, at once) is refused with -1 and a one-line
+ *     message naming the path, *out untouched, nothing leaked (run under the asan preset for
+ *     that), and no allocation in proportion to what a header claims, nor beyond the limit or
+ *     twice what a decompression bomb really holds (malloc and realloc are wrapped, see
+ *     CMakeLists.txt). */
 #define _POSIX_C_SOURCE 200809L
 
 #include <setjmp.h>
@@ -144,20 +146,27 @@ static uint8_t pattern(size_t i, unsigned seed)
     return (uint8_t)(i * 37u + seed * 101u + (i >> 8));
 }
 
-/* An IDX file: the magic number (0, 0, type, dimension_count), dimension_count big-endian
- * dims, then data_size bytes of pattern(., seed). */
-static void write_idx(const char *path, uint8_t type, unsigned dimension_count,
-                      const uint32_t *dims, size_t data_size, unsigned seed, int gz)
+/* An IDX header into bytes[]: the magic number (0, 0, type, dimension_count), then
+ * dimension_count big-endian dims. Returns its size. */
+static size_t put_header(uint8_t *bytes, uint8_t type, unsigned dimension_count,
+                         const uint32_t *dims)
 {
-    size_t header = 4 + 4 * (size_t)dimension_count;
-    uint8_t *bytes = malloc(header + data_size + 1);
-    assert_non_null(bytes);
     bytes[0] = 0;
     bytes[1] = 0;
     bytes[2] = type;
     bytes[3] = (uint8_t)dimension_count;
     for (unsigned d = 0; d < dimension_count; d++)
         put_u32(bytes + 4 + 4 * d, dims[d]);
+    return 4 + 4 * (size_t)dimension_count;
+}
+
+/* An IDX file: its header, then data_size bytes of pattern(., seed). */
+static void write_idx(const char *path, uint8_t type, unsigned dimension_count,
+                      const uint32_t *dims, size_t data_size, unsigned seed, int gz)
+{
+    uint8_t *bytes = malloc(4 + 4 * (size_t)dimension_count + data_size + 1);
+    assert_non_null(bytes);
+    size_t header = put_header(bytes, type, dimension_count, dims);
     for (size_t i = 0; i < data_size; i++)
         bytes[header + i] = pattern(i, seed);
     write_file(path, bytes, header + data_size, gz);
@@ -170,6 +179,24 @@ static void write_images(const char *path, uint32_t count, uint32_t rows, uint32
 {
     const uint32_t dims[3] = {count, rows, cols};
     write_idx(path, 0x08, 3, dims, (size_t)((long)count * (long)rows * (long)cols + extra), seed, gz);
+}
+
+/* A decompression bomb: a gzip-compressed IDX file of unsigned bytes whose header announces
+ * dims, then `zeros` zero bytes of data (64 MiB of zeros compress to about 64 KiB). */
+static void write_bomb(const char *path, unsigned dimension_count, const uint32_t *dims,
+                       size_t zeros)
+{
+    static const uint8_t zero[1 << 16];
+    uint8_t header[16];
+    size_t header_size = put_header(header, 0x08, dimension_count, dims);
+    gzFile file = gzopen(path, "wb");
+    assert_non_null(file);
+    assert_int_equal(gzwrite(file, header, (unsigned)header_size), (int)header_size);
+    for (size_t done = 0; done < zeros; done += sizeof zero) {
+        unsigned chunk = zeros - done < sizeof zero ? (unsigned)(zeros - done) : sizeof zero;
+        assert_int_equal(gzwrite(file, zero, chunk), (int)chunk);
+    }
+    assert_int_equal(gzclose(file), Z_OK);
 }
 
 /* A label file holding labels[0..count). */
@@ -201,8 +228,9 @@ static void assert_message(const char *error, const char *path, const char *deta
 }
 
 /* idx_read(path) fails with a good message holding `detail`, leaves *out as it was, and asks
- * for no more memory than a modest file needs. */
-static void assert_idx_fails(const char *path, unsigned dimension_count, const char *detail)
+ * for no more than `most` bytes at once. */
+static void assert_idx_fails_within(const char *path, unsigned dimension_count,
+                                    const char *detail, size_t most)
 {
     idx_file out;
     memset(&out, 0xA5, sizeof out);
@@ -216,9 +244,17 @@ static void assert_idx_fails(const char *path, unsigned dimension_count, const c
         fail_msg("idx_read(%s, %u) returned %d, not -1 (dims %u x %u x %u)", path,
                  dimension_count, status, out.dims[0], out.dims[1], out.dims[2]);
     assert_memory_equal(&out, before, sizeof out);
-    if (largest_request > MODEST_REQUEST)
-        fail_msg("%s: a failed read asked for %zu bytes at once", path, largest_request);
+    if (largest_request > most)
+        fail_msg("%s: a failed read asked for %zu bytes at once, more than %zu", path,
+                 largest_request, most);
     assert_message(error, path, detail);
+}
+
+/* idx_read(path) fails as assert_idx_fails_within says, asking for no more memory than a
+ * modest file needs. */
+static void assert_idx_fails(const char *path, unsigned dimension_count, const char *detail)
+{
+    assert_idx_fails_within(path, dimension_count, detail, MODEST_REQUEST);
 }
 
 /* idx_read(path) succeeds with these dims and pattern(., seed) as data. */
@@ -336,7 +372,22 @@ static void test_missing_file_and_directory(void **state)
     join(path, dir, "no-such-directory/images");
     assert_idx_fails(path, 3, "cannot open");
     /* A directory is no file either. */
-    assert_idx_fails(dir, 3, NULL);
+    assert_idx_fails(dir, 3, "not a regular file");
+}
+
+/* A FIFO (which open() and read() would wait on forever: an alarm ends the test if so) and a
+ * device are refused at once. */
+static void test_not_a_regular_file(void **state)
+{
+    (void)state;
+    char dir[PATH_SIZE], path[PATH_SIZE];
+    make_dir(dir, "special");
+    join(path, dir, "fifo");
+    assert_int_equal(mkfifo(path, 0600), 0);
+    alarm(30);
+    assert_idx_fails(path, 3, "not a regular file");
+    assert_idx_fails("/dev/null", 1, "not a regular file");
+    alarm(0);
 }
 
 static void test_empty_file(void **state)
@@ -484,8 +535,10 @@ static void test_trailing_data(void **state)
     }
 }
 
-/* A header that claims (nearly) 2^32 items: the reader must find the file short after reading
- * what there is, having asked for no more memory than its first modest buffer. */
+/* A header that claims (nearly) 2^32 items in a tiny file is refused from the header alone
+ * (over the limit); one that claims as much as the limit allows is found short, a plain file
+ * from its length before any allocation, a gzip file after reading what there is, having
+ * asked for no more memory than its first modest buffer. */
 static void test_huge_count_in_tiny_file(void **state)
 {
     (void)state;
@@ -495,15 +548,60 @@ static void test_huge_count_in_tiny_file(void **state)
         join(path, dir, gz ? "labels.gz" : "labels");
         const uint32_t labels[1] = {UINT32_MAX};
         write_idx(path, 0x08, 1, labels, 10, 1, gz);
-        assert_idx_fails(path, 1, "truncated"); /* 4 GiB announced */
+        assert_idx_fails(path, 1, "over the limit"); /* 4 GiB announced */
+        const uint32_t limit_labels[1] = {(uint32_t)IDX_MAX_DATA_BYTES};
+        write_idx(path, 0x08, 1, limit_labels, 10, 1, gz);
+        assert_idx_fails_within(path, 1, "truncated", gz ? MODEST_REQUEST : 18);
         join(path, dir, gz ? "images.gz" : "images");
         const uint32_t images[3] = {UINT32_MAX, 28, 28};
         write_idx(path, 0x08, 3, images, 28 * 28, 1, gz);
-        assert_idx_fails(path, 3, "truncated"); /* 3.4 TB announced */
+        assert_idx_fails(path, 3, "over the limit"); /* 3.4 TB announced */
         const uint32_t big_images[3] = {UINT32_MAX, 65535, 65535};
         write_idx(path, 0x08, 3, big_images, 100, 1, gz);
-        assert_idx_fails(path, 3, NULL); /* 1.8e19 bytes announced: more than memory can hold */
+        assert_idx_fails(path, 3, "over the limit"); /* 1.8e19 bytes announced */
+        const uint32_t one_huge_image[3] = {1, 1u << 15, (1u << 13) + 1}; /* just over 256 MiB */
+        write_idx(path, 0x08, 3, one_huge_image, 100, 1, gz);
+        assert_idx_fails(path, 3, "over the limit");
     }
+}
+
+/* A plain file's header must agree with the file's length: one that announces more or less
+ * data than the file holds is refused before the data buffer is allocated (no request larger
+ * than the file). */
+static void test_plain_length_checked_first(void **state)
+{
+    (void)state;
+    char dir[PATH_SIZE], path[PATH_SIZE];
+    make_dir(dir, "plain-length");
+    join(path, dir, "labels");
+    const uint32_t labels[1] = {1u << 20};
+    write_idx(path, 0x08, 1, labels, 10, 1, 0);
+    assert_idx_fails_within(path, 1, "truncated: the header announces 1048576 bytes of data, the file has 10", 18);
+    join(path, dir, "images");
+    write_images(path, 2000, 28, 28, -1, 1, 0);
+    assert_idx_fails_within(path, 3, "truncated", 1000);
+    write_images(path, 2000, 28, 28, 5, 1, 0);
+    assert_idx_fails_within(path, 3, "trailing", 1000);
+}
+
+/* Decompression bombs: a gzip file of zeros, small, whose header announces much more than it
+ * holds. Over the limit, it is refused from its header; within it, the reader's buffer grows
+ * only with the data that really arrives, to at most twice that. */
+static void test_decompression_bomb(void **state)
+{
+    (void)state;
+    char dir[PATH_SIZE], path[PATH_SIZE];
+    make_dir(dir, "bomb");
+    join(path, dir, "labels.gz");
+    write_bomb(path, 1, (const uint32_t[]){UINT32_MAX}, (size_t)64 << 20);
+    assert_idx_fails(path, 1, "over the limit");
+    join(path, dir, "images.gz");
+    write_bomb(path, 3, (const uint32_t[]){UINT32_MAX, 28, 28}, (size_t)64 << 20);
+    assert_idx_fails(path, 3, "over the limit");
+    /* 300,000 images announced (235 MB, within the limit), 10 MiB of data present. */
+    const size_t present = (size_t)10 << 20;
+    write_bomb(path, 3, (const uint32_t[]){300000, 28, 28}, present);
+    assert_idx_fails_within(path, 3, "truncated", 2 * present);
 }
 
 /* Dimensions whose product does not fit in 64 bits: 2^20 x 2^22 x 2^22 = 2^64 bytes, which
@@ -589,6 +687,73 @@ static void test_corrupt_gzip(void **state)
     write_file(path, compressed, size, 0);
     assert_idx_fails(path, 3, NULL);
     free(compressed);
+}
+
+/* A whole deflate stream whose gzip trailer (CRC-32, then the length) is missing or cut, or
+ * which something other than another gzip member follows: all the IDX data is there, yet
+ * the file is no valid gzip (zlib's gzread would accept every one of them). */
+static void test_gzip_trailer_and_trailing_garbage(void **state)
+{
+    (void)state;
+    char dir[PATH_SIZE], path[PATH_SIZE], good[PATH_SIZE];
+    make_dir(dir, "gzip-end");
+    join(good, dir, "good.gz");
+    write_images(good, 20, 28, 28, 0, 10, 1);
+    size_t size;
+    uint8_t *compressed = read_whole(good, &size);
+    uint8_t *longer = malloc(size + 16);
+    assert_non_null(longer);
+    memcpy(longer, compressed, size);
+    const size_t cuts[] = {8, 4, 1};
+    for (size_t c = 0; c < sizeof cuts / sizeof cuts[0]; c++) {
+        join(path, dir, "no-trailer.gz");
+        write_file(path, compressed, size - cuts[c], 0);
+        assert_idx_fails(path, 3, "truncated gzip");
+    }
+    static const char *const garbage[] = {"garbage", "\0", "\x1f", "\x1f\x8b"};
+    static const size_t garbage_size[] = {7, 1, 1, 2};
+    for (size_t g = 0; g < sizeof garbage / sizeof garbage[0]; g++) {
+        memcpy(longer + size, garbage[g], garbage_size[g]);
+        join(path, dir, "garbage-after.gz");
+        write_file(path, longer, size + garbage_size[g], 0);
+        /* A lone gzip magic number is a member cut short. */
+        assert_idx_fails(path, 3, g < 3 ? "trailing garbage" : "truncated gzip");
+    }
+    free(longer);
+    free(compressed);
+}
+
+/* Gzip members one after another read as one stream (RFC 1952), as gzip -d reads them: the
+ * IDX file split across two members, and followed by an empty one. */
+static void test_gzip_concatenated_members(void **state)
+{
+    (void)state;
+    char dir[PATH_SIZE], path[PATH_SIZE];
+    make_dir(dir, "gzip-members");
+    join(path, dir, "plain");
+    write_images(path, 20, 28, 28, 0, 11, 0);
+    size_t plain_size;
+    uint8_t *plain = read_whole(path, &plain_size);
+    const size_t split[] = {1000, 3, plain_size};
+    uint8_t *joined = malloc(2 * plain_size + 100);
+    assert_non_null(joined);
+    for (size_t k = 0; k < sizeof split / sizeof split[0]; k++) {
+        size_t joined_size = 0, part_size;
+        for (int part = 0; part < 2; part++) {
+            join(path, dir, "part.gz");
+            write_file(path, part == 0 ? plain : plain + split[k],
+                       part == 0 ? split[k] : plain_size - split[k], 1);
+            uint8_t *bytes = read_whole(path, &part_size);
+            memcpy(joined + joined_size, bytes, part_size);
+            joined_size += part_size;
+            free(bytes);
+        }
+        join(path, dir, "members.gz");
+        write_file(path, joined, joined_size, 0);
+        assert_idx_reads(path, 3, 20, 28, 28, 11);
+    }
+    free(joined);
+    free(plain);
 }
 
 /* A message longer than the buffer is cut, not overflowed (ASan watches). */
@@ -748,6 +913,19 @@ static void test_dataset_missing(void **state)
     /* An empty directory. */
     make_dir(dir, "set-empty");
     assert_dataset_fails(dir, dir, file_names[0]);
+    /* Each file a FIFO in turn, under its plain or its .gz name (an alarm ends a wait on it). */
+    for (int k = 0; k < 4; k++) {
+        char name[32];
+        snprintf(name, sizeof name, "set-fifo-%d", k);
+        make_dataset(dir, name, 0x0);
+        remove_both(dir, file_names[k]);
+        snprintf(name, sizeof name, k % 2 ? "%s.gz" : "%s", file_names[k]);
+        join(path, dir, name);
+        assert_int_equal(mkfifo(path, 0600), 0);
+        alarm(30);
+        assert_dataset_fails(dir, path, "not a regular file");
+        alarm(0);
+    }
 }
 
 /* A bad file inside the directory: the message names its full path. */
@@ -847,6 +1025,7 @@ int main(void)
         cmocka_unit_test(test_labels_read_back_exactly),
         cmocka_unit_test(test_large_file_read_back_exactly),
         cmocka_unit_test(test_missing_file_and_directory),
+        cmocka_unit_test(test_not_a_regular_file),
         cmocka_unit_test(test_empty_file),
         cmocka_unit_test(test_wrong_magic),
         cmocka_unit_test(test_wrong_type_byte),
@@ -854,9 +1033,13 @@ int main(void)
         cmocka_unit_test(test_truncated_data),
         cmocka_unit_test(test_trailing_data),
         cmocka_unit_test(test_huge_count_in_tiny_file),
+        cmocka_unit_test(test_plain_length_checked_first),
+        cmocka_unit_test(test_decompression_bomb),
         cmocka_unit_test(test_dimension_product_overflow),
         cmocka_unit_test(test_zero_items),
         cmocka_unit_test(test_corrupt_gzip),
+        cmocka_unit_test(test_gzip_trailer_and_trailing_garbage),
+        cmocka_unit_test(test_gzip_concatenated_members),
         cmocka_unit_test(test_small_error_buffer),
         cmocka_unit_test(test_dataset_plain_and_mixed),
         cmocka_unit_test(test_dataset_gz_fallback),

@@ -2,10 +2,12 @@
 # kd-mnist, the MNIST example's program, from the outside.
 #
 #   bad-input: bad data directories (built from tiny IDX fixtures: missing, wrong magic,
-#     truncated, mismatched counts, 32x32 images, a label 10, ...) and bad options (unknown,
-#     --alpha 2, ...) each make it exit non-zero, without a crash (status < 128), with exactly
-#     one line on stderr starting "kd-mnist:", and nothing on stdout. A control run on the good
-#     fixture (tiny networks) succeeds, so each failure is the defect's doing.
+#     truncated, gzip without its trailer or with garbage after it, FIFOs, mismatched counts,
+#     32x32 images, a label 10, ...), teacher checkpoints that will not load (a FIFO too) and bad
+#     options (unknown, --alpha 2, ...) each make it exit non-zero within 60 s, without a crash
+#     (status < 128), with exactly one line on stderr starting "kd-mnist:", and nothing on
+#     stdout. A control run on the good fixture (tiny networks) succeeds, so each failure is
+#     the defect's doing.
 #   quick: the CI-sized end-to-end run, --quick on Fashion-MNIST with --json: exit 0, the table
 #     on stdout, nothing on stderr (--quiet), and a JSON report with the three models, integer
 #     test errors, 10000 training and test images, and a teacher far better than chance.
@@ -108,11 +110,12 @@ EOF
     expect_failure() {
         what=$1 pattern=$2
         shift 2
-        if "$kd_mnist" "$@" >"$tmp/stdout" 2>"$tmp/stderr"; then
+        if timeout 60 "$kd_mnist" "$@" >"$tmp/stdout" 2>"$tmp/stderr"; then
             fail "$what: exit status 0"
         else
             status=$?
         fi
+        [ "$status" -ne 124 ] || fail "$what: still running after 60 s (waiting on a FIFO?)"
         [ "$status" -lt 128 ] || fail "$what: exit status $status (a crash?): $(cat "$tmp/stderr")"
         lines=$(wc -l <"$tmp/stderr")
         [ "$lines" -eq 1 ] || fail "$what: $lines lines on stderr, not 1: $(cat "$tmp/stderr")"
@@ -133,6 +136,52 @@ EOF
     cp -R "$tmp/good" "$tmp/no-test-labels"
     rm "$tmp/no-test-labels/t10k-labels-idx1-ubyte"
     bad_data "missing test labels" "$tmp/no-test-labels" "t10k-labels-idx1-ubyte"
+    # A FIFO, which a reader would wait on forever, in place of a file, plain or compressed.
+    cp -R "$tmp/good" "$tmp/fifo"
+    rm "$tmp/fifo/train-labels-idx1-ubyte"
+    mkfifo "$tmp/fifo/train-labels-idx1-ubyte"
+    bad_data "a FIFO as training labels" "$tmp/fifo" "train-labels-idx1-ubyte: not a regular file"
+    cp -R "$tmp/good-gz" "$tmp/fifo-gz"
+    rm "$tmp/fifo-gz/t10k-images-idx3-ubyte.gz"
+    mkfifo "$tmp/fifo-gz/t10k-images-idx3-ubyte.gz"
+    bad_data "a FIFO as compressed test images" "$tmp/fifo-gz" "t10k-images-idx3-ubyte.gz: not a regular file"
+
+    # --teacher FILE that will not load: a valid checkpoint of a network that does not map the
+    # 784 pixels to the 10 classes (once destroyed twice: a crash), or a corrupt one. The
+    # control: the same writer's 784-5-5-10 checkpoint loads.
+    cat >"$tmp/checkpoint.py" <<'EOF'
+import struct, sys, zlib
+
+# checkpoint.py PATH WIDTH...: a checkpoint (docs/checkpoint-format.md) of a network of these
+# widths, every parameter 0.01, no optimizer.
+path, widths = sys.argv[1], [int(w) for w in sys.argv[2:]]
+body = b"KDCKPT\r\n" + struct.pack("<IIQ", 1, 0, len(widths))
+body += struct.pack("<%dQ" % len(widths), *widths) + struct.pack("<ddd", 0, 0, 0)
+body += struct.pack("<4Q", 1, 2, 3, 4)
+count = sum(outputs * (inputs + 1) for inputs, outputs in zip(widths, widths[1:]))
+body += struct.pack("<Q", count) + struct.pack("<%df" % count, *[0.01] * count)
+with open(path, "wb") as f:
+    f.write(body + struct.pack("<I", zlib.crc32(body)))
+EOF
+    # bad_teacher WHAT FILE PATTERN: kd-mnist --teacher FILE fails on the good data.
+    bad_teacher() {
+        expect_failure "$1" "$3" --data "$tmp/good" --epochs 1 --hidden 4 --batch 10 --quiet --teacher "$2"
+    }
+    python3 "$tmp/checkpoint.py" "$tmp/written.kdc" 784 5 5 10
+    "$kd_mnist" --data "$tmp/good" --epochs 1 --hidden 4 --batch 10 --quiet --teacher "$tmp/written.kdc" \
+        >"$tmp/stdout" 2>"$tmp/stderr" || fail "--teacher: a written 784-5-5-10 checkpoint: $(cat "$tmp/stderr")"
+    grep -Eq '^teacher 784-5-5-10 .* - +loaded$' "$tmp/stdout" \
+        || fail "--teacher: a written 784-5-5-10 checkpoint: $(cat "$tmp/stdout")"
+    python3 "$tmp/checkpoint.py" "$tmp/five-classes.kdc" 784 5 5 5
+    bad_teacher "--teacher with 5 outputs" "$tmp/five-classes.kdc" \
+        "five-classes.kdc: cannot load the teacher: its network maps 784 inputs to 5 outputs"
+    python3 "$tmp/checkpoint.py" "$tmp/two-inputs.kdc" 2 5 10
+    bad_teacher "--teacher with 2 inputs" "$tmp/two-inputs.kdc" \
+        "two-inputs.kdc: cannot load the teacher: its network maps 2 inputs to 10 outputs"
+    head -c 100 "$tmp/written.kdc" >"$tmp/cut.kdc"
+    bad_teacher "--teacher truncated" "$tmp/cut.kdc" "cut.kdc: cannot load the teacher: file is truncated"
+    mkfifo "$tmp/teacher.fifo"
+    bad_teacher "--teacher FIFO" "$tmp/teacher.fifo" "teacher.fifo: cannot load the teacher: not a regular file"
 
     # Wrong magic numbers: two dimensions where images need three, and image labels.
     cp -R "$tmp/good" "$tmp/magic-802"
@@ -156,6 +205,24 @@ EOF
     size=$(wc -c <"$tmp/good-gz/t10k-images-idx3-ubyte.gz")
     head -c $((size / 2)) "$tmp/good-gz/t10k-images-idx3-ubyte.gz" >"$tmp/truncated-gz/t10k-images-idx3-ubyte.gz"
     bad_data "truncated gzip" "$tmp/truncated-gz" "t10k-images-idx3-ubyte.gz"
+    # A whole deflate stream without the gzip trailer (CRC-32 and length), or with garbage after it.
+    cp -R "$tmp/good-gz" "$tmp/no-trailer-gz"
+    size=$(wc -c <"$tmp/good-gz/t10k-labels-idx1-ubyte.gz")
+    head -c $((size - 8)) "$tmp/good-gz/t10k-labels-idx1-ubyte.gz" >"$tmp/no-trailer-gz/t10k-labels-idx1-ubyte.gz"
+    bad_data "gzip without its trailer" "$tmp/no-trailer-gz" "t10k-labels-idx1-ubyte.gz: truncated gzip stream"
+    cp -R "$tmp/good-gz" "$tmp/garbage-gz"
+    printf 'garbage' >>"$tmp/garbage-gz/train-images-idx3-ubyte.gz"
+    bad_data "garbage after gzip" "$tmp/garbage-gz" "train-images-idx3-ubyte.gz: trailing garbage after the gzip stream"
+    # A decompression bomb: 16 MiB of zeros (16 KiB compressed) under a header announcing
+    # 2^32 - 1 images; refused from its header.
+    cp -R "$tmp/good" "$tmp/bomb"
+    rm "$tmp/bomb/train-images-idx3-ubyte"
+    python3 - "$tmp/bomb/train-images-idx3-ubyte.gz" <<'EOF'
+import gzip, struct, sys
+with gzip.open(sys.argv[1], "wb") as f:
+    f.write(struct.pack(">IIII", 0x803, 2**32 - 1, 28, 28) + bytes(16 << 20))
+EOF
+    bad_data "decompression bomb" "$tmp/bomb" "train-images-idx3-ubyte.gz: the header announces 4294967295 items of 784 bytes, over the limit of 256 MiB"
     cp -R "$tmp/good" "$tmp/trailing"
     printf 'x' >>"$tmp/trailing/train-labels-idx1-ubyte"
     bad_data "trailing data" "$tmp/trailing" "train-labels-idx1-ubyte: trailing data"
@@ -169,17 +236,47 @@ EOF
     fixture "$tmp/label-10" 30 20 28 30 0 10
     bad_data "a label 10" "$tmp/label-10" "label 10 of item 19"
 
-    # Bad options (on good data: were one accepted, the tiny run would succeed and be caught).
+    # --omit-class K on a training set of class K alone: no transfer set is left (once reported
+    # as "out of memory" after training the teacher). The control: another class is omitted.
+    cp -R "$tmp/good" "$tmp/only-3"
+    python3 -c 'import struct, sys; open(sys.argv[1], "wb").write(struct.pack(">II", 0x801, 30) + bytes([3] * 30))' \
+        "$tmp/only-3/train-labels-idx1-ubyte"
+    "$kd_mnist" --data "$tmp/only-3" --omit-class 4 --epochs 1 --hidden 4 --teacher-hidden 4 --batch 10 \
+        --quiet >"$tmp/stdout" 2>"$tmp/stderr" || fail "--omit-class 4 on 3s alone: $(cat "$tmp/stderr")"
+    grep -q "^training images 30 (transfer set 30)" "$tmp/stdout" \
+        || fail "--omit-class 4 on 3s alone: unexpected output: $(cat "$tmp/stdout")"
+    expect_failure "--omit-class 3 on 3s alone" \
+        "--omit-class 3: every training image is of class 3, the transfer set would be empty" \
+        --data "$tmp/only-3" --omit-class 3 --epochs 1 --hidden 4 --teacher-hidden 4 --batch 10 --quiet
+
+    # Bad options (on good data: were one accepted, the tiny run would succeed and be caught),
+    # exit status 2. Integer options take plain decimal integers only: no fraction (once cut
+    # to an integer: --epochs 1.9 ran one epoch), exponent, hexadecimal, sign or space.
     good=$tmp/good
-    expect_failure "unknown option" "unknown option '--frobnicate'" --data "$good" --frobnicate
-    expect_failure "stray argument" "unknown option 'extra'" --data "$good" extra
-    expect_failure "--alpha 2" "--alpha needs a valid value" --data "$good" --alpha 2
-    expect_failure "--alpha -0.1" "--alpha needs a valid value" --data "$good" --alpha -0.1
-    expect_failure "--alpha without value" "--alpha needs a value" --data "$good" --alpha
-    expect_failure "--epochs 0" "--epochs needs a valid value" --data "$good" --epochs 0
-    expect_failure "--threads abc" "--threads needs a valid value" --data "$good" --threads abc
-    expect_failure "--omit-class 10" "--omit-class needs a valid value" --data "$good" --omit-class 10
-    expect_failure "--data without value" "--data needs a value" --data
+    # bad_option WHAT PATTERN ARGS...: kd-mnist --data <good> ARGS fails with exit status 2.
+    bad_option() {
+        what=$1 pattern=$2
+        shift 2
+        expect_failure "$what" "$pattern" --data "$good" "$@"
+        [ "$status" -eq 2 ] || fail "$what: exit status $status, not 2"
+    }
+    bad_option "unknown option" "unknown option '--frobnicate'" --frobnicate
+    bad_option "stray argument" "unknown option 'extra'" extra
+    bad_option "--alpha 2" "--alpha needs a valid value: a number from 0 to 1" --alpha 2
+    bad_option "--alpha -0.1" "--alpha needs a valid value" --alpha -0.1
+    bad_option "--alpha without value" "--alpha needs a value" --alpha
+    bad_option "--epochs 0" "--epochs needs a valid value: a decimal integer from 1 to 100000" --epochs 0
+    bad_option "--threads abc" "--threads needs a valid value" --threads abc
+    bad_option "--omit-class 10" "--omit-class needs a valid value" --omit-class 10
+    for value in 1.9 1.0 0x10 1e1 +1 -1 " 1" "1 " "" 99999999999999999999999; do
+        bad_option "--epochs '$value'" "--epochs needs a valid value: a decimal integer" --epochs "$value"
+    done
+    bad_option "--batch 2.5" "--batch needs a valid value: a decimal integer" --batch 2.5
+    bad_option "--omit-class 3.7" "--omit-class needs a valid value: a decimal integer from 0 to 9" --omit-class 3.7
+    bad_option "--seed 1e3" "--seed needs a valid value: a decimal integer" --seed 1e3
+    bad_option "--seed 2^53 + 1" "--seed needs a valid value" --seed 9007199254740993
+    bad_option "--ensemble 2.0" "--ensemble needs a valid value" --ensemble 2.0
+    bad_option "--data without value" "--data needs a value" --data
 }
 
 quick() {
