@@ -416,6 +416,26 @@ static kd_status read_checkpoint(reader *r, uint64_t file_size, kd_model **model
     return KD_OK;
 }
 
+/* Opens `path` for reading if it is a regular file (following links) and gives its size; else
+ * returns NULL. The open does not block: a FIFO without a writer is refused, not waited for. */
+static FILE *open_regular_file(const char *path, uint64_t *size)
+{
+    const int fd = open(path, O_RDONLY | O_NONBLOCK | O_CLOEXEC);
+    if (fd < 0)
+        return NULL;
+    struct stat info;
+    const int flags = fcntl(fd, F_GETFL);
+    FILE *file = NULL;
+    if (fstat(fd, &info) == 0 && S_ISREG(info.st_mode) && flags != -1
+        && fcntl(fd, F_SETFL, flags & ~O_NONBLOCK) == 0)
+        file = fdopen(fd, "rb");
+    if (file == NULL)
+        close(fd);
+    else
+        *size = (uint64_t)info.st_size;
+    return file;
+}
+
 kd_status kd_checkpoint_load(kd_model **model, kd_optimizer **optimizer, const char *path,
                              const kd_allocator *allocator)
 {
@@ -425,16 +445,12 @@ kd_status kd_checkpoint_load(kd_model **model, kd_optimizer **optimizer, const c
     kd_status status = kd_allocator_resolve(allocator, &resolved);
     if (status != KD_OK)
         return status;
-    FILE *file = fopen(path, "rb");
+    uint64_t size;
+    FILE *file = open_regular_file(path, &size);
     if (file == NULL)
         return KD_ERROR_IO;
-    struct stat info;
-    if (fstat(fileno(file), &info) != 0 || !S_ISREG(info.st_mode)) {
-        fclose(file);
-        return KD_ERROR_IO;
-    }
     reader r = {file, 0, KD_OK};
-    status = read_checkpoint(&r, (uint64_t)info.st_size, model, optimizer, allocator);
+    status = read_checkpoint(&r, size, model, optimizer, allocator);
     fclose(file);
     return status;
 }

@@ -10,6 +10,7 @@
 #include <cmocka.h>
 
 #include <dirent.h>
+#include <fcntl.h>
 #include <math.h>
 #include <signal.h>
 #include <stdio.h>
@@ -17,6 +18,7 @@
 #include <string.h>
 #include <sys/resource.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include <kd.h>
@@ -1018,6 +1020,50 @@ static void bad_paths_and_arguments(void **state)
     unlink(path);
 }
 
+/* Runs kd_checkpoint_load(path) in a child process that alarm() kills after 10 s, so that a
+ * load that blocks fails the test instead of hanging it. Returns the load's status; a failed
+ * load must leave the handles alone. */
+static kd_status load_status_in_child(const char *path)
+{
+    fflush(NULL);
+    const pid_t child = fork();
+    assert_true(child >= 0);
+    if (child == 0) {
+        alarm(10);
+        kd_model *model = SENTINEL_MODEL;
+        kd_optimizer *opt = SENTINEL_OPTIMIZER;
+        const kd_status status = kd_checkpoint_load(&model, &opt, path, NULL);
+        const int untouched = model == SENTINEL_MODEL && opt == SENTINEL_OPTIMIZER;
+        _exit(status == KD_OK || untouched ? (int)status : 255);
+    }
+    int wait_status = 0;
+    assert_int_equal(waitpid(child, &wait_status, 0), child);
+    if (WIFSIGNALED(wait_status))
+        fail_msg("loading %s: killed by signal %d (%d is SIGALRM: the load blocked)", path,
+                 WTERMSIG(wait_status), SIGALRM);
+    assert_true(WIFEXITED(wait_status));
+    if (WEXITSTATUS(wait_status) == 255)
+        fail_msg("loading %s: a failed load wrote the handles", path);
+    return (kd_status)WEXITSTATUS(wait_status);
+}
+
+/* A FIFO is not a regular file: KD_ERROR_IO at once, whether or not a writer has it open
+ * (opening it for reading alone would block until one does). */
+static void fifo_is_refused_without_blocking(void **state)
+{
+    (void)state;
+    char path[256];
+    path_of(path, sizeof path, "fifo.kdc");
+    assert_int_equal(mkfifo(path, 0600), 0);
+    assert_int_equal(load_status_in_child(path), KD_ERROR_IO);
+    /* With a writer (non-blocking, so that this process does not wait for a reader). */
+    const int writer = open(path, O_RDWR | O_NONBLOCK);
+    assert_true(writer >= 0);
+    assert_int_equal(load_status_in_child(path), KD_ERROR_IO);
+    close(writer);
+    unlink(path);
+}
+
 /* --- 3. saving --------------------------------------------------------------------------------- */
 
 static int host_forward(void *user, const float *inputs, size_t rows, kd_mode mode, float *logits)
@@ -1261,6 +1307,7 @@ int main(void)
         cmocka_unit_test(lying_header),
         cmocka_unit_test(parameter_count_overflow),
         cmocka_unit_test(bad_paths_and_arguments),
+        cmocka_unit_test(fifo_is_refused_without_blocking),
         cmocka_unit_test(save_refusals),
         cmocka_unit_test(save_nonfinite_optimizer_state),
         cmocka_unit_test(save_is_atomic),

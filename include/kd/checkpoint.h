@@ -37,7 +37,9 @@ KD_API kd_status kd_checkpoint_save(const kd_model *model, const kd_optimizer *o
 
 /* Loads a checkpoint into a new model (and, if optimizer is not NULL, a new optimizer: NULL
  * when the file holds no optimizer state). allocator: for the new handles, NULL for malloc.
- * Returns KD_OK, KD_ERROR_NULL_POINTER, KD_ERROR_IO (cannot open or read), KD_ERROR_FILE_TRUNCATED,
+ * Returns KD_OK, KD_ERROR_NULL_POINTER, KD_ERROR_IO (cannot open or read, or `path` is not a
+ * regular file after following links: a directory, FIFO, socket or device is refused at once,
+ * without waiting for a writer), KD_ERROR_FILE_TRUNCATED,
  * KD_ERROR_FILE_CORRUPT (bad magic, checksum, field or size), KD_ERROR_FILE_VERSION,
  * KD_ERROR_INVALID_ARGUMENT (allocator), KD_ERROR_OUT_OF_MEMORY; on failure *model and
  * *optimizer are untouched. */
