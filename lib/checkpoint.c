@@ -393,9 +393,8 @@ static kd_status read_checkpoint(reader *r, uint64_t file_size, kd_model **model
                 fail(r, KD_ERROR_FILE_CORRUPT);
         }
         if (optimizer != NULL) {
-            size_t n = parameters * kd_optimizer_state_width(optimizer->kind);
-            get_floats(r, optimizer->state, n);
-            if (r->status == KD_OK && !all_finite(optimizer->state, n))
+            get_floats(r, optimizer->state, parameters * kd_optimizer_state_width(optimizer->kind));
+            if (r->status == KD_OK && !kd_optimizer_state_is_reachable(optimizer))
                 fail(r, KD_ERROR_FILE_CORRUPT);
         }
     }

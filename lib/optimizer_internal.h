@@ -35,6 +35,11 @@ kd_status kd_optimizer_new(kd_optimizer **optimizer, kd_optimizer_kind kind,
  * (the optimizer's parameters are then partly set) if any is invalid. */
 kd_status kd_optimizer_restore(kd_optimizer *optimizer, const double *params, uint64_t steps);
 
+/* 1 if the state (momentum or moments) is one that steps from a new optimizer can reach with
+ * the step count it has: every value finite; all +0.0 while the step count is 0; Adam's second
+ * moments with the sign bit clear. 0 otherwise. */
+int kd_optimizer_state_is_reachable(const kd_optimizer *optimizer);
+
 /* If this optimizer's next step on `model` (a built-in network of its size) can run inside the
  * backward pass (SGD, plain or with momentum, not Nesterov): fills *sink so that
  * kd_dense_backward() takes exactly that step, counts the step, and returns 1. Otherwise

@@ -912,6 +912,95 @@ static void nesterov_half_is_corrupt(void **state)
     expect_bytes_failure(d.data, d.size, KD_ERROR_FILE_CORRUPT, "Nesterov 0.5");
 }
 
+/* Loads bytes with a fixed CRC expecting `status`; frees them. */
+static void expect_fixed_failure(bytes d, kd_status status, const char *what)
+{
+    fix_crc(d);
+    expect_bytes_failure(d.data, d.size, status, what);
+    free(d.data);
+}
+
+/* Loads bytes with a fixed CRC that must load, takes one optimizer step with zero gradients and
+ * checks that the parameters stay finite and that the result saves; frees the bytes. */
+static void expect_loads_and_steps(bytes d, const char *what)
+{
+    fix_crc(d);
+    char path[256];
+    path_of(path, sizeof path, "reachable.kdc");
+    write_all(path, d.data, d.size);
+    free(d.data);
+    kd_model *model = NULL;
+    kd_optimizer *opt = NULL;
+    const kd_status status = kd_checkpoint_load(&model, &opt, path, NULL);
+    if (status != KD_OK)
+        fail_msg("%s: status %d (%s), want KD_OK", what, (int)status, kd_status_string(status));
+    const size_t p = kd_model_parameter_count(model);
+    memset(grads_of(model), 0, p * sizeof(float));
+    assert_int_equal(kd_optimizer_step(opt, model), KD_OK);
+    const float *w = params_of(model);
+    for (size_t i = 0; i < p; i++)
+        if (!isfinite(w[i]))
+            fail_msg("%s: parameter %zu is %g after a step", what, i, (double)w[i]);
+    assert_int_equal(kd_checkpoint_save(model, opt, path), KD_OK);
+    kd_optimizer_destroy(opt);
+    kd_model_destroy(model);
+    unlink(path);
+}
+
+/* Optimizer states that no sequence of steps produces are corrupt, with a valid CRC: Adam's
+ * second moments are sums of beta2 v and (1 - beta2) g^2, never negative nor -0.0; before the
+ * first step (a step count of 0) the state is the +0.0 everywhere that creation sets. The
+ * neighbouring states that steps do reach load, and a step keeps them finite. */
+static void unreachable_optimizer_states_are_corrupt(void **state)
+{
+    (void)state;
+    const bytes sgd = small_file(KD_OPTIMIZER_SGD, 1), adam = small_file(KD_OPTIMIZER_ADAM, 1);
+    const layout l = layout_of(sgd);
+    const size_t p = l.p, m2 = l.state + 4 * (p + 2), m3 = l.state + 4 * (p + 3);
+    assert_true(get_f32(adam.data + m2) > 0.0f && get_f32(adam.data + l.state + 4 * 3) != 0.0f);
+    assert_true(get_f32(sgd.data + l.state + 4 * 3) != 0.0f);
+    bytes d;
+
+    /* Adam's second moments. */
+    d = copy_of(adam, 0);
+    put_f32(d.data + m2, -get_f32(d.data + m2));
+    expect_fixed_failure(d, KD_ERROR_FILE_CORRUPT, "a negative second moment");
+    d = copy_of(adam, 0);
+    put_f32(d.data + m2, -0.0f);
+    expect_fixed_failure(d, KD_ERROR_FILE_CORRUPT, "a second moment of -0.0");
+    /* Reachable: negative first moments and momentum; a second moment of 0 (g^2 underflows)
+     * under a non-zero first moment. */
+    d = copy_of(adam, 0);
+    put_f32(d.data + l.state + 4 * 2, -1.5f);
+    put_f32(d.data + m3, 0.0f);
+    expect_loads_and_steps(d, "Adam: a negative first moment, a zero second moment");
+    d = copy_of(sgd, 0);
+    put_f32(d.data + l.state + 4 * 2, -1.5f);
+    put_f32(d.data + l.state + 4 * 4, -0.0f);
+    expect_loads_and_steps(d, "SGD: a negative momentum and a -0.0 one");
+
+    /* A step count of 0 with the state of trained optimizers; with a zero state but one -0.0;
+     * with the all-zero state of a new optimizer, which loads. */
+    const bytes *trained[2] = {&sgd, &adam};
+    for (size_t k = 0; k < 2; k++) {
+        const size_t floats = (trained[k]->size - 4 - l.state) / 4;
+        d = copy_of(*trained[k], 0);
+        put_u64(d.data + l.steps, 0);
+        expect_fixed_failure(d, KD_ERROR_FILE_CORRUPT, "steps 0, a trained state");
+        d = copy_of(*trained[k], 0);
+        put_u64(d.data + l.steps, 0);
+        memset(d.data + l.state, 0, 4 * floats);
+        put_f32(d.data + l.state + 4 * (floats - 1), -0.0f);
+        expect_fixed_failure(d, KD_ERROR_FILE_CORRUPT, "steps 0, a zero state but one -0.0");
+        d = copy_of(*trained[k], 0);
+        put_u64(d.data + l.steps, 0);
+        memset(d.data + l.state, 0, 4 * floats);
+        expect_loads_and_steps(d, "steps 0, a zero state");
+    }
+    free(adam.data);
+    free(sgd.data);
+}
+
 /* A valid-looking header claiming a huge network in a small file: TRUNCATED, and no large
  * allocation (none at all, in fact) before the length check. */
 static void lying_header(void **state)
@@ -1304,6 +1393,7 @@ int main(void)
         cmocka_unit_test(damaged_fields),
         cmocka_unit_test(adam_epsilon_zero_is_corrupt),
         cmocka_unit_test(nesterov_half_is_corrupt),
+        cmocka_unit_test(unreachable_optimizer_states_are_corrupt),
         cmocka_unit_test(lying_header),
         cmocka_unit_test(parameter_count_overflow),
         cmocka_unit_test(bad_paths_and_arguments),

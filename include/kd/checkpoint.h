@@ -40,7 +40,9 @@ KD_API kd_status kd_checkpoint_save(const kd_model *model, const kd_optimizer *o
  * Returns KD_OK, KD_ERROR_NULL_POINTER, KD_ERROR_IO (cannot open or read, or `path` is not a
  * regular file after following links: a directory, FIFO, socket or device is refused at once,
  * without waiting for a writer), KD_ERROR_FILE_TRUNCATED,
- * KD_ERROR_FILE_CORRUPT (bad magic, checksum, field or size), KD_ERROR_FILE_VERSION,
+ * KD_ERROR_FILE_CORRUPT (bad magic, checksum, field or size, or an optimizer state that no
+ * sequence of steps reaches, such as a negative Adam second moment or a non-zero state before
+ * the first step: docs/checkpoint-format.md lists the rules), KD_ERROR_FILE_VERSION,
  * KD_ERROR_INVALID_ARGUMENT (allocator), KD_ERROR_OUT_OF_MEMORY; on failure *model and
  * *optimizer are untouched. */
 KD_API kd_status kd_checkpoint_load(kd_model **model, kd_optimizer **optimizer, const char *path,
