@@ -6,6 +6,7 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <inttypes.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -31,6 +32,8 @@ enum {
     CRC_BYTES = 4
 };
 #define MAX_WIDTH ((uint64_t)1 << 28)
+/* A temporary file's name: ".", up to NAME_PREFIX_MAX bytes of the file's, ".tmp-", 16 hex. */
+enum { NAME_PREFIX_MAX = 32, TEMPORARY_NAME_MAX = 1 + NAME_PREFIX_MAX + 5 + 16 };
 
 /* --- writing ------------------------------------------------------------------------------ */
 
@@ -119,38 +122,47 @@ static void write_checkpoint(writer *w, const kd_model *model, const kd_optimize
     put_u32(w, w->crc);
 }
 
-/* Flushes a directory's entry for a renamed file to disk; best effort. */
-static void sync_directory_of(const char *path)
+/* Length of a path's directory part, up to and including its last '/' (0 if it has none). */
+static size_t directory_length(const char *path)
 {
     const char *slash = strrchr(path, '/');
-    char dir[4096];
-    if (slash == NULL) {
-        strcpy(dir, ".");
-    } else {
-        size_t n = (size_t)(slash - path);
-        if (n == 0)
-            n = 1;
-        if (n >= sizeof dir)
-            return;
-        memcpy(dir, path, n);
-        dir[n] = '\0';
-    }
-    int fd = open(dir, O_RDONLY);
+    return slash == NULL ? 0 : (size_t)(slash - path) + 1;
+}
+
+/* Flushes to disk the entry of a file renamed into a directory: the first `directory` bytes
+ * of `name`, which is overwritten (it has room for "."). Best effort. */
+static void sync_directory(char *name, size_t directory)
+{
+    if (directory == 0)
+        strcpy(name, ".");
+    else
+        name[directory] = '\0';
+    int fd = open(name, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
     if (fd >= 0) {
         fsync(fd);
         close(fd);
     }
 }
 
-/* Creates and opens a new file named <path>.tmp-<pid>-<n> (written into `name`), with the
- * permissions a new file gets (0666 less the umask). Returns the descriptor or -1. */
-static int open_temporary(const char *path, char *name, size_t size)
+/* Creates and opens a new file `.<prefix>.tmp-<16 hex digits>` in the directory of `path`
+ * (whose directory part is `directory` bytes long), writing its path into `name` (room for
+ * the directory part and TEMPORARY_NAME_MAX + 1 bytes). The prefix is the start of the file
+ * name, at most NAME_PREFIX_MAX bytes cut at a UTF-8 character boundary, so the temporary name
+ * fits wherever the name does, even at NAME_MAX. Permissions: 0666 less the umask. Returns the
+ * descriptor or -1. */
+static int open_temporary(const char *path, size_t directory, char *name)
 {
+    const char *base = path + directory;
+    size_t prefix = strnlen(base, NAME_PREFIX_MAX);
+    while (prefix > 0 && ((unsigned char)base[prefix] & 0xC0) == 0x80)
+        prefix--;
+    memcpy(name, path, directory);
     struct timespec now;
     clock_gettime(CLOCK_REALTIME, &now);
-    unsigned long n = (unsigned long)now.tv_nsec ^ ((unsigned long)now.tv_sec << 20);
-    for (int attempt = 0; attempt < 100; attempt++, n = n * 6364136223846793005ul + 1442695040888963407ul) {
-        snprintf(name, size, "%s.tmp-%ld-%lx", path, (long)getpid(), n & 0xFFFFFFFFul);
+    uint64_t n = (uint64_t)now.tv_nsec ^ (uint64_t)now.tv_sec << 30 ^ (uint64_t)getpid() << 40;
+    for (int attempt = 0; attempt < 100; attempt++, n = n * 6364136223846793005u + 1442695040888963407u) {
+        snprintf(name + directory, TEMPORARY_NAME_MAX + 1, ".%.*s.tmp-%016" PRIx64, (int)prefix,
+                 base, n);
         int fd = open(name, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0666);
         if (fd >= 0 || errno != EEXIST)
             return fd;
@@ -172,14 +184,14 @@ kd_status kd_checkpoint_save(const kd_model *model, const kd_optimizer *optimize
                            optimizer->parameter_count * kd_optimizer_state_width(optimizer->kind))))
         return KD_ERROR_NONFINITE_INPUT;
 
-    /* <path>.tmp-<pid>-<n> in the same directory, so that rename() replaces atomically. */
-    size_t size = strlen(path) + 64;
-    char *temporary = kd_alloc_array(&model->allocator, size, 1);
+    /* A temporary file in the same directory, so that rename() replaces atomically. */
+    const size_t directory = directory_length(path);
+    char *temporary = kd_alloc_array(&model->allocator, directory + TEMPORARY_NAME_MAX + 1, 1);
     if (temporary == NULL)
         return KD_ERROR_OUT_OF_MEMORY;
 
     kd_status status = KD_ERROR_IO;
-    int fd = open_temporary(path, temporary, size);
+    int fd = open_temporary(path, directory, temporary);
     if (fd >= 0) {
         FILE *file = fdopen(fd, "wb");
         if (file == NULL) {
@@ -190,7 +202,7 @@ kd_status kd_checkpoint_save(const kd_model *model, const kd_optimizer *optimize
             int ok = !w.failed && fflush(file) == 0 && fsync(fd) == 0;
             ok = fclose(file) == 0 && ok;
             if (ok && rename(temporary, path) == 0) {
-                sync_directory_of(path);
+                sync_directory(temporary, directory);
                 status = KD_OK;
             }
         }

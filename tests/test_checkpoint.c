@@ -1380,6 +1380,138 @@ static void saved_file_mode_follows_umask(void **state)
     unlink(path);
 }
 
+/* A small model saved and loaded back under `path`: KD_OK both ways, the same parameters, and
+ * no temporary file left in the scratch directory. */
+static void expect_saves_and_loads(const char *path)
+{
+    const size_t widths[] = {2, 3, 2};
+    kd_model *model = NULL, *loaded = NULL;
+    assert_int_equal(kd_model_create_dense(&model, widths, 3, 8, NULL), KD_OK);
+    const kd_status status = kd_checkpoint_save(model, NULL, path);
+    if (status != KD_OK)
+        fail_msg("saving a %zu-byte name: %s", strlen(path) - strlen(directory) - 1,
+                 kd_status_string(status));
+    assert_int_equal(kd_checkpoint_load(&loaded, NULL, path, NULL), KD_OK);
+    assert_same_model(model, loaded);
+    kd_model_destroy(loaded);
+    kd_model_destroy(model);
+    assert_int_equal(temporary_files(), 0);
+}
+
+/* A name of `length` bytes: `first`, then `rest` repeated while it fits, then 'z's. */
+static void long_name(char *out, size_t size, const char *first, const char *rest, size_t length)
+{
+    path_of(out, size, first);
+    size_t n = strlen(out);
+    const size_t end = strlen(directory) + 1 + length;
+    assert_true(end < size);
+    while (n + strlen(rest) <= end) {
+        memcpy(out + n, rest, strlen(rest));
+        n += strlen(rest);
+    }
+    while (n < end)
+        out[n++] = 'z';
+    out[n] = '\0';
+}
+
+/* Every name the file system takes (NAME_MAX = 255 bytes) can be saved under: the temporary
+ * file's name does not grow with it. One byte more is the file system's refusal, KD_ERROR_IO. */
+static void longest_names_save(void **state)
+{
+    (void)state;
+    char path[512];
+    const size_t lengths[] = {200, 240, 250, 254, 255};
+    for (size_t k = 0; k < sizeof lengths / sizeof lengths[0]; k++) {
+        long_name(path, sizeof path, "n", "a", lengths[k]);
+        expect_saves_and_loads(path);
+        unlink(path);
+    }
+    long_name(path, sizeof path, "u", "\xc3\xa9", 255); /* "ué...é": two bytes a character */
+    expect_saves_and_loads(path);
+    unlink(path);
+    long_name(path, sizeof path, "n", "a", 256);
+    const size_t widths[] = {2, 2};
+    kd_model *model = NULL;
+    assert_int_equal(kd_model_create_dense(&model, widths, 2, 8, NULL), KD_OK);
+    assert_int_equal(kd_checkpoint_save(model, NULL, path), KD_ERROR_IO);
+    kd_model_destroy(model);
+    assert_int_equal(temporary_files(), 0);
+}
+
+/* The single entry of the scratch directory whose name holds `part`, copied into `out`. */
+static void only_entry_with(const char *part, char *out, size_t size)
+{
+    DIR *d = opendir(directory);
+    assert_non_null(d);
+    size_t count = 0;
+    struct dirent *e;
+    while ((e = readdir(d)) != NULL)
+        if (strstr(e->d_name, part) != NULL && count++ == 0)
+            snprintf(out, size, "%s", e->d_name);
+    closedir(d);
+    assert_int_equal(count, 1);
+}
+
+/* 1 if the bytes are UTF-8: whole characters only. */
+static int whole_utf8(const unsigned char *s, size_t n)
+{
+    for (size_t i = 0; i < n;) {
+        const size_t len = s[i] < 0x80 ? 1 : (s[i] & 0xE0) == 0xC0 ? 2 : (s[i] & 0xF0) == 0xE0 ? 3
+                                         : (s[i] & 0xF8) == 0xF0 ? 4 : 0;
+        if (len == 0 || i + len > n)
+            return 0;
+        for (size_t k = 1; k < len; k++)
+            if ((s[i + k] & 0xC0) != 0x80)
+                return 0;
+        i += len;
+    }
+    return 1;
+}
+
+/* The temporary file itself, caught by killing a save midway (SIGXFSZ from a 16-byte file
+ * size limit) in a child: it sits in the checkpoint's directory, its name is short, starts
+ * with "." and a prefix of the checkpoint's name cut at a character boundary, and is UTF-8
+ * when the name is. */
+static void temporary_name_is_short(void **state)
+{
+    (void)state;
+    char path[512];
+    long_name(path, sizeof path, "u", "\xc3\xa9", 255); /* "ué...é" */
+    const char *name = path + strlen(directory) + 1;
+    const size_t widths[] = {8, 64, 8};
+    kd_model *model = NULL;
+    assert_int_equal(kd_model_create_dense(&model, widths, 3, 8, NULL), KD_OK);
+    fflush(NULL);
+    const pid_t child = fork();
+    assert_true(child >= 0);
+    if (child == 0) {
+        const struct rlimit no_core = {0, 0}, small = {16, 16};
+        setrlimit(RLIMIT_CORE, &no_core);
+        signal(SIGXFSZ, SIG_DFL);
+        setrlimit(RLIMIT_FSIZE, &small);
+        _exit(kd_checkpoint_save(model, NULL, path) == KD_OK ? 0 : 1);
+    }
+    int status = 0;
+    assert_int_equal(waitpid(child, &status, 0), child);
+    kd_model_destroy(model);
+    if (!WIFSIGNALED(status) || WTERMSIG(status) != SIGXFSZ)
+        fail_msg("the save was not killed by SIGXFSZ (status %d)", status);
+    char temporary[300];
+    only_entry_with(".tmp-", temporary, sizeof temporary);
+    const size_t length = strlen(temporary);
+    print_message("temporary file of a 255-byte name: %s (%zu bytes)\n", temporary, length);
+    assert_true(length <= 64);
+    assert_int_equal(temporary[0], '.');
+    const size_t prefix = (size_t)(strstr(temporary, ".tmp-") - temporary) - 1;
+    assert_true(prefix > 0);
+    assert_memory_equal(temporary + 1, name, prefix);
+    assert_true(whole_utf8((const unsigned char *)temporary, length));
+    char leftover[600];
+    path_of(leftover, sizeof leftover, temporary);
+    assert_int_equal(unlink(leftover), 0);
+    assert_false(exists(path));
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -1402,6 +1534,8 @@ int main(void)
         cmocka_unit_test(save_nonfinite_optimizer_state),
         cmocka_unit_test(save_is_atomic),
         cmocka_unit_test(saved_file_mode_follows_umask),
+        cmocka_unit_test(longest_names_save),
+        cmocka_unit_test(temporary_name_is_short),
     };
     return cmocka_run_group_tests(tests, setup_directory, remove_directory);
 }
