@@ -34,6 +34,8 @@ enum {
 #define MAX_WIDTH ((uint64_t)1 << 28)
 /* A temporary file's name: ".", up to NAME_PREFIX_MAX bytes of the file's, ".tmp-", 16 hex. */
 enum { NAME_PREFIX_MAX = 32, TEMPORARY_NAME_MAX = 1 + NAME_PREFIX_MAX + 5 + 16 };
+/* Symbolic links a save follows (Linux's own limit), and the longest target it reads. */
+enum { MAX_LINKS = 40, LINK_TARGET_MAX = 4096 };
 
 /* --- writing ------------------------------------------------------------------------------ */
 
@@ -129,6 +131,77 @@ static size_t directory_length(const char *path)
     return slash == NULL ? 0 : (size_t)(slash - path) + 1;
 }
 
+/* The file a save replaces or creates: its path with symbolic links followed. */
+typedef struct destination {
+    char *path;       /* allocated with the model's allocator */
+    size_t directory; /* the length of its directory part */
+    int exists;       /* a regular file is there, described by `info` */
+    struct stat info;
+} destination;
+
+/* The path a symbolic link (described by `info`) names, a relative target read from the link's
+ * directory: a new string in *next. KD_ERROR_IO if the link cannot be read. */
+static kd_status follow_link(const kd_allocator *allocator, const char *link,
+                             const struct stat *info, char **next)
+{
+    const size_t directory = directory_length(link);
+    /* st_size is the target's length, but some file systems report 0 for links. */
+    const size_t room = info->st_size > 0 && info->st_size < LINK_TARGET_MAX
+                            ? (size_t)info->st_size + 1
+                            : LINK_TARGET_MAX;
+    char *target = kd_alloc_array(allocator, directory + room, 1);
+    if (target == NULL)
+        return KD_ERROR_OUT_OF_MEMORY;
+    const ssize_t n = readlink(link, target + directory, room);
+    if (n <= 0 || (size_t)n >= room) {
+        kd_free(allocator, target);
+        return KD_ERROR_IO;
+    }
+    target[directory + (size_t)n] = '\0';
+    if (target[directory] == '/')
+        memmove(target, target + directory, (size_t)n + 1);
+    else
+        memcpy(target, link, directory);
+    *next = target;
+    return KD_OK;
+}
+
+/* Follows `path`'s symbolic links (at most MAX_LINKS) to the file a save replaces: a regular
+ * file, or nothing yet (a new file, or a dangling link's target). KD_ERROR_IO for anything else
+ * there (a directory, FIFO, socket or device), a loop, a path without a file name or one that
+ * cannot be examined; KD_ERROR_OUT_OF_MEMORY. */
+static kd_status resolve_destination(const kd_allocator *allocator, const char *path,
+                                     destination *out)
+{
+    const size_t length = strlen(path);
+    char *current = kd_alloc_array(allocator, length + 1, 1);
+    if (current == NULL)
+        return KD_ERROR_OUT_OF_MEMORY;
+    memcpy(current, path, length + 1);
+    kd_status status = KD_OK;
+    for (int links = 0; status == KD_OK; links++) {
+        out->exists = lstat(current, &out->info) == 0;
+        if (!out->exists || !S_ISLNK(out->info.st_mode))
+            break;
+        char *next = NULL;
+        status = links < MAX_LINKS ? follow_link(allocator, current, &out->info, &next) : KD_ERROR_IO;
+        if (status == KD_OK) {
+            kd_free(allocator, current);
+            current = next;
+        }
+    }
+    out->directory = directory_length(current);
+    const int usable = out->exists ? S_ISREG(out->info.st_mode) : errno == ENOENT;
+    if (status == KD_OK && (!usable || current[out->directory] == '\0'))
+        status = KD_ERROR_IO;
+    if (status != KD_OK) {
+        kd_free(allocator, current);
+        return status;
+    }
+    out->path = current;
+    return KD_OK;
+}
+
 /* Flushes to disk the entry of a file renamed into a directory: the first `directory` bytes
  * of `name`, which is overwritten (it has room for "."). Best effort. */
 static void sync_directory(char *name, size_t directory)
@@ -184,14 +257,18 @@ kd_status kd_checkpoint_save(const kd_model *model, const kd_optimizer *optimize
                            optimizer->parameter_count * kd_optimizer_state_width(optimizer->kind))))
         return KD_ERROR_NONFINITE_INPUT;
 
+    destination target;
+    kd_status status = resolve_destination(&model->allocator, path, &target);
+    if (status != KD_OK)
+        return status;
     /* A temporary file in the same directory, so that rename() replaces atomically. */
-    const size_t directory = directory_length(path);
-    char *temporary = kd_alloc_array(&model->allocator, directory + TEMPORARY_NAME_MAX + 1, 1);
-    if (temporary == NULL)
+    char *temporary = kd_alloc_array(&model->allocator, target.directory + TEMPORARY_NAME_MAX + 1, 1);
+    if (temporary == NULL) {
+        kd_free(&model->allocator, target.path);
         return KD_ERROR_OUT_OF_MEMORY;
-
-    kd_status status = KD_ERROR_IO;
-    int fd = open_temporary(path, directory, temporary);
+    }
+    status = KD_ERROR_IO;
+    int fd = open_temporary(target.path, target.directory, temporary);
     if (fd >= 0) {
         FILE *file = fdopen(fd, "wb");
         if (file == NULL) {
@@ -201,8 +278,8 @@ kd_status kd_checkpoint_save(const kd_model *model, const kd_optimizer *optimize
             write_checkpoint(&w, model, optimizer);
             int ok = !w.failed && fflush(file) == 0 && fsync(fd) == 0;
             ok = fclose(file) == 0 && ok;
-            if (ok && rename(temporary, path) == 0) {
-                sync_directory(temporary, directory);
+            if (ok && rename(temporary, target.path) == 0) {
+                sync_directory(temporary, target.directory);
                 status = KD_OK;
             }
         }
@@ -210,6 +287,7 @@ kd_status kd_checkpoint_save(const kd_model *model, const kd_optimizer *optimize
             unlink(temporary);
     }
     kd_free(&model->allocator, temporary);
+    kd_free(&model->allocator, target.path);
     return status;
 }
 

@@ -1512,6 +1512,100 @@ static void temporary_name_is_short(void **state)
     assert_false(exists(path));
 }
 
+/* The bytes of a model's checkpoint (no optimizer), saved under a scratch name. */
+static bytes checkpoint_bytes(const kd_model *model)
+{
+    char path[256];
+    path_of(path, sizeof path, "reference.kdc");
+    assert_int_equal(kd_checkpoint_save(model, NULL, path), KD_OK);
+    bytes b = read_all(path);
+    unlink(path);
+    return b;
+}
+
+/* The file at `path` holds exactly `expected`. */
+static void assert_file_holds(const char *path, bytes expected)
+{
+    bytes now = read_all(path);
+    assert_int_equal(now.size, expected.size);
+    assert_memory_equal(now.data, expected.data, now.size);
+    free(now.data);
+}
+
+/* `path` is still a symbolic link to `target`. */
+static void assert_link_to(const char *path, const char *target)
+{
+    struct stat info;
+    assert_int_equal(lstat(path, &info), 0);
+    assert_true(S_ISLNK(info.st_mode));
+    char got[512];
+    const ssize_t n = readlink(path, got, sizeof got - 1);
+    assert_true(n > 0);
+    got[n] = '\0';
+    assert_string_equal(got, target);
+}
+
+/* Saving through a symbolic link replaces the file the link (or chain of links, relative
+ * targets read from each link's directory) finally names, and keeps the links; a dangling link
+ * gets its target created. A loop of links, and a link to (or a path of) something that is not
+ * a regular file, are KD_ERROR_IO with nothing changed. */
+static void save_follows_symbolic_links(void **state)
+{
+    (void)state;
+    const size_t widths[] = {2, 3, 2};
+    kd_model *a = NULL, *b = NULL;
+    assert_int_equal(kd_model_create_dense(&a, widths, 3, 1, NULL), KD_OK);
+    assert_int_equal(kd_model_create_dense(&b, widths, 3, 2, NULL), KD_OK);
+    const bytes a_file = checkpoint_bytes(a), b_file = checkpoint_bytes(b);
+    enum { REAL, SUB, FIFO, LINK, SUB_LINK, ABSOLUTE, DANGLING, LOOP_A, LOOP_B, TO_FIFO, TO_DIR,
+           CREATED, PATHS };
+    static const char *const names[PATHS] = {
+        "real.kdc", "sub", "fifo", "link.kdc", "sub/link.kdc", "absolute.kdc", "dangling.kdc",
+        "loop-a", "loop-b", "to-fifo.kdc", "to-dir.kdc", "sub/created.kdc"};
+    /* What each link (from LINK on) points to; ABSOLUTE's is the full path of REAL. */
+    static const char *const targets[PATHS] = {
+        [LINK] = "real.kdc", [SUB_LINK] = "../link.kdc", [DANGLING] = "sub/created.kdc",
+        [LOOP_A] = "loop-b", [LOOP_B] = "loop-a", [TO_FIFO] = "fifo", [TO_DIR] = "sub"};
+    char path[PATHS][256];
+    for (int k = 0; k < PATHS; k++)
+        path_of(path[k], sizeof path[k], names[k]);
+    assert_int_equal(kd_checkpoint_save(a, NULL, path[REAL]), KD_OK);
+    assert_int_equal(mkdir(path[SUB], 0700), 0);
+    assert_int_equal(mkfifo(path[FIFO], 0600), 0);
+    for (int k = LINK; k < CREATED; k++)
+        assert_int_equal(symlink(k == ABSOLUTE ? path[REAL] : targets[k], path[k]), 0);
+
+    /* Through one link, a chain of two (the second relative to its own directory), an
+     * absolute link: the target changes, every link stays. */
+    const int through[3] = {LINK, SUB_LINK, ABSOLUTE};
+    for (int k = 0; k < 3; k++) {
+        const bytes expected = k % 2 == 0 ? b_file : a_file;
+        assert_int_equal(kd_checkpoint_save(k % 2 == 0 ? b : a, NULL, path[through[k]]), KD_OK);
+        assert_file_holds(path[REAL], expected);
+    }
+    assert_int_equal(kd_test_count_entries(path[SUB], ".tmp-"), 0);
+    /* A dangling link: its target is created. */
+    assert_int_equal(kd_checkpoint_save(a, NULL, path[DANGLING]), KD_OK);
+    assert_file_holds(path[CREATED], a_file);
+    /* A loop; links to a FIFO and to a directory; a FIFO itself: refused, nothing changes. */
+    const int refused[4] = {LOOP_A, TO_FIFO, TO_DIR, FIFO};
+    for (int k = 0; k < 4; k++)
+        assert_int_equal(kd_checkpoint_save(a, NULL, path[refused[k]]), KD_ERROR_IO);
+    struct stat info;
+    assert_int_equal(lstat(path[FIFO], &info), 0);
+    assert_true(S_ISFIFO(info.st_mode));
+    for (int k = LINK; k < CREATED; k++)
+        assert_link_to(path[k], k == ABSOLUTE ? path[REAL] : targets[k]);
+    assert_int_equal(temporary_files(), 0);
+
+    for (int k = PATHS - 1; k >= 0; k--)
+        assert_int_equal(k == SUB ? rmdir(path[k]) : unlink(path[k]), 0);
+    free(b_file.data);
+    free(a_file.data);
+    kd_model_destroy(b);
+    kd_model_destroy(a);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -1536,6 +1630,7 @@ int main(void)
         cmocka_unit_test(saved_file_mode_follows_umask),
         cmocka_unit_test(longest_names_save),
         cmocka_unit_test(temporary_name_is_short),
+        cmocka_unit_test(save_follows_symbolic_links),
     };
     return cmocka_run_group_tests(tests, setup_directory, remove_directory);
 }
