@@ -217,26 +217,40 @@ static void sync_directory(char *name, size_t directory)
     }
 }
 
-/* Creates and opens a new file `.<prefix>.tmp-<16 hex digits>` in the directory of `path`
- * (whose directory part is `directory` bytes long), writing its path into `name` (room for
- * the directory part and TEMPORARY_NAME_MAX + 1 bytes). The prefix is the start of the file
- * name, at most NAME_PREFIX_MAX bytes cut at a UTF-8 character boundary, so the temporary name
- * fits wherever the name does, even at NAME_MAX. Permissions: 0666 less the umask. Returns the
- * descriptor or -1. */
-static int open_temporary(const char *path, size_t directory, char *name)
+/* Gives a new file the permission bits, owner and group of the file it is to replace. Where the
+ * process may not set that owner and group, the file keeps the process's, and of the old
+ * permission bits only the owner's: the others were granted by another owner. Best effort: on
+ * a file system without owners or permissions the file keeps those it was created with. */
+static void keep_mode_and_owner(int fd, const struct stat *replaced)
 {
-    const char *base = path + directory;
+    mode_t mode = replaced->st_mode & 0777;
+    if (fchown(fd, replaced->st_uid, replaced->st_gid) != 0)
+        mode &= 0700;
+    fchmod(fd, mode);
+}
+
+/* Creates and opens a new file `.<prefix>.tmp-<16 hex digits>` in the destination's directory,
+ * writing its path into `name` (room for the directory part and TEMPORARY_NAME_MAX + 1 bytes).
+ * The prefix is the start of the file name, at most NAME_PREFIX_MAX bytes cut at a UTF-8
+ * character boundary, so the temporary name fits wherever the name does, even at NAME_MAX.
+ * Permissions: those of the file it replaces (created 0600, so that no one else can open it
+ * before they are set), or for a new file 0666 less the umask. Returns the descriptor or -1. */
+static int open_temporary(const destination *target, char *name)
+{
+    const char *base = target->path + target->directory;
     size_t prefix = strnlen(base, NAME_PREFIX_MAX);
     while (prefix > 0 && ((unsigned char)base[prefix] & 0xC0) == 0x80)
         prefix--;
-    memcpy(name, path, directory);
+    memcpy(name, target->path, target->directory);
     struct timespec now;
     clock_gettime(CLOCK_REALTIME, &now);
     uint64_t n = (uint64_t)now.tv_nsec ^ (uint64_t)now.tv_sec << 30 ^ (uint64_t)getpid() << 40;
     for (int attempt = 0; attempt < 100; attempt++, n = n * 6364136223846793005u + 1442695040888963407u) {
-        snprintf(name + directory, TEMPORARY_NAME_MAX + 1, ".%.*s.tmp-%016" PRIx64, (int)prefix,
-                 base, n);
-        int fd = open(name, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0666);
+        snprintf(name + target->directory, TEMPORARY_NAME_MAX + 1, ".%.*s.tmp-%016" PRIx64,
+                 (int)prefix, base, n);
+        int fd = open(name, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, target->exists ? 0600 : 0666);
+        if (fd >= 0 && target->exists)
+            keep_mode_and_owner(fd, &target->info);
         if (fd >= 0 || errno != EEXIST)
             return fd;
     }
@@ -268,7 +282,7 @@ kd_status kd_checkpoint_save(const kd_model *model, const kd_optimizer *optimize
         return KD_ERROR_OUT_OF_MEMORY;
     }
     status = KD_ERROR_IO;
-    int fd = open_temporary(target.path, target.directory, temporary);
+    int fd = open_temporary(&target, temporary);
     if (fd >= 0) {
         FILE *file = fdopen(fd, "wb");
         if (file == NULL) {

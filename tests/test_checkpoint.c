@@ -1352,7 +1352,23 @@ static void save_is_atomic(void **state)
     unlink(path);
 }
 
-static void saved_file_mode_follows_umask(void **state)
+/* The permission bits (and owner and group) of a file. */
+static void assert_mode_and_owner(const char *path, mode_t mode, uid_t uid, gid_t gid)
+{
+    struct stat info;
+    assert_int_equal(stat(path, &info), 0);
+    if ((info.st_mode & 07777) != mode || info.st_uid != uid || info.st_gid != gid)
+        fail_msg("%s: mode %04o owner %u:%u, want %04o %u:%u", path,
+                 (unsigned)(info.st_mode & 07777), (unsigned)info.st_uid, (unsigned)info.st_gid,
+                 (unsigned)mode, (unsigned)uid, (unsigned)gid);
+}
+
+/* A new file's mode is 0666 less the umask. Replacing a checkpoint keeps its permission bits
+ * whatever the umask, and its owner and group (checked as root, who may set any). A process
+ * that may not give the new file the old owner and group (an unprivileged child replacing
+ * root's file in a directory open to all) keeps its own, and of the old permissions only the
+ * owner's. */
+static void saved_file_mode_and_owner(void **state)
 {
     (void)state;
     const size_t widths[] = {2, 2};
@@ -1360,24 +1376,57 @@ static void saved_file_mode_follows_umask(void **state)
     assert_int_equal(kd_model_create_dense(&model, widths, 2, 1, NULL), KD_OK);
     char path[256];
     path_of(path, sizeof path, "mode.kdc");
-    const mode_t masks[3] = {022, 077, 002};
-    const mode_t modes[3] = {0644, 0600, 0664};
-    mode_t old = umask(022);
+    const mode_t previous_mask = umask(022);
+    const mode_t new_masks[3] = {022, 077, 002}, new_modes[3] = {0644, 0600, 0664};
     for (int i = 0; i < 3; i++) {
-        umask(masks[i]);
+        umask(new_masks[i]);
         unlink(path);
         assert_int_equal(kd_checkpoint_save(model, NULL, path), KD_OK);
-        struct stat info;
-        assert_int_equal(stat(path, &info), 0);
-        assert_true(S_ISREG(info.st_mode));
-        if ((info.st_mode & 07777) != modes[i])
-            fail_msg("umask %03o: mode %03o, want %03o", (unsigned)masks[i],
-                     (unsigned)(info.st_mode & 07777), (unsigned)modes[i]);
+        assert_mode_and_owner(path, new_modes[i], geteuid(), getegid());
     }
-    umask(old);
+    const mode_t masks[5] = {022, 077, 000, 022, 027}, modes[5] = {0600, 0644, 0640, 0400, 0755};
+    for (int k = 0; k < 5; k++) {
+        assert_int_equal(chmod(path, modes[k]), 0);
+        umask(masks[k]);
+        assert_int_equal(kd_checkpoint_save(model, NULL, path), KD_OK);
+        assert_mode_and_owner(path, modes[k], geteuid(), getegid());
+    }
+    umask(previous_mask);
+    if (geteuid() != 0) {
+        print_message("not root: owner and group not checked\n");
+    } else {
+        const uid_t uid = 4242;
+        const gid_t gid = 4343;
+        assert_int_equal(chown(path, uid, gid), 0);
+        assert_int_equal(chmod(path, 0640), 0);
+        assert_int_equal(kd_checkpoint_save(model, NULL, path), KD_OK);
+        assert_mode_and_owner(path, 0640, uid, gid);
+
+        char shared[] = "/tmp/kd_test_owner_XXXXXX", root_file[64];
+        assert_non_null(mkdtemp(shared));
+        assert_int_equal(chmod(shared, 0777), 0);
+        snprintf(root_file, sizeof root_file, "%s/root.kdc", shared);
+        assert_int_equal(kd_checkpoint_save(model, NULL, root_file), KD_OK);
+        assert_int_equal(chmod(root_file, 0664), 0);
+        fflush(NULL);
+        const pid_t child = fork();
+        assert_true(child >= 0);
+        if (child == 0)
+            _exit(setgid(gid) == 0 && setuid(uid) == 0
+                          && kd_checkpoint_save(model, NULL, root_file) == KD_OK
+                      ? 0
+                      : 1);
+        int status = 0;
+        assert_int_equal(waitpid(child, &status, 0), child);
+        assert_true(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+        assert_mode_and_owner(root_file, 0600, uid, gid);
+        assert_int_equal(kd_test_count_entries(shared, ".tmp-"), 0);
+        assert_int_equal(unlink(root_file), 0);
+        assert_int_equal(rmdir(shared), 0);
+    }
     assert_int_equal(temporary_files(), 0);
+    assert_int_equal(unlink(path), 0);
     kd_model_destroy(model);
-    unlink(path);
 }
 
 /* A small model saved and loaded back under `path`: KD_OK both ways, the same parameters, and
@@ -1627,7 +1676,7 @@ int main(void)
         cmocka_unit_test(save_refusals),
         cmocka_unit_test(save_nonfinite_optimizer_state),
         cmocka_unit_test(save_is_atomic),
-        cmocka_unit_test(saved_file_mode_follows_umask),
+        cmocka_unit_test(saved_file_mode_and_owner),
         cmocka_unit_test(longest_names_save),
         cmocka_unit_test(temporary_name_is_short),
         cmocka_unit_test(save_follows_symbolic_links),

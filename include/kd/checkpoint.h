@@ -35,7 +35,10 @@ extern "C" {
  * KD_ERROR_IO (the previous file under `path`, if any, is then intact). A symbolic link (or a
  * chain of them) at `path` is followed: the file it finally names is replaced, or created if
  * the link dangles, and the links stay. That file must be a regular one or not exist yet: a
- * directory, FIFO, socket or device, a loop of links or a path ending in '/' is KD_ERROR_IO. */
+ * directory, FIFO, socket or device, a loop of links or a path ending in '/' is KD_ERROR_IO.
+ * A new file gets mode 0666 less the umask; a replaced one keeps its permission bits (0777),
+ * owner and group, or where the process may not set that owner and group, gets the process's
+ * and only the owner's permission bits (docs/checkpoint-format.md). */
 KD_API kd_status kd_checkpoint_save(const kd_model *model, const kd_optimizer *optimizer,
                                     const char *path);
 
