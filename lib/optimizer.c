@@ -164,8 +164,6 @@ static void adam_step(kd_optimizer *o, float *w, const float *grad)
 
 kd_status kd_optimizer_restore(kd_optimizer *optimizer, const double *params, uint64_t steps)
 {
-    if (steps == UINT64_MAX)
-        return KD_ERROR_INVALID_ARGUMENT;
     for (int p = 0; p < KD_OPTIMIZER_PARAM_COUNT; p++) {
         if (usable(optimizer, (kd_optimizer_param)p)) {
             if (kd_optimizer_set(optimizer, (kd_optimizer_param)p, params[p]) != KD_OK)

@@ -31,8 +31,9 @@ kd_status kd_optimizer_new(kd_optimizer **optimizer, kd_optimizer_kind kind,
                            size_t parameter_count, const kd_allocator *allocator);
 
 /* Sets every parameter and the step count from a checkpoint, as kd_optimizer_set() would
- * (parameters the kind does not use must hold their defaults). KD_ERROR_INVALID_ARGUMENT
- * (the optimizer's parameters are then partly set) if any is invalid. */
+ * (parameters the kind does not use must hold their defaults); any step count is one that
+ * steps reach (the count saturates at UINT64_MAX). KD_ERROR_INVALID_ARGUMENT (the optimizer's
+ * parameters are then partly set) if a parameter is invalid. */
 kd_status kd_optimizer_restore(kd_optimizer *optimizer, const double *params, uint64_t steps);
 
 /* 1 if the state (momentum or moments) is one that steps from a new optimizer can reach with

@@ -1001,6 +1001,38 @@ static void unreachable_optimizer_states_are_corrupt(void **state)
     free(sgd.data);
 }
 
+/* The step count saturates at 2^64 - 1 instead of wrapping. A checkpoint one step short of it
+ * loads; its next step reaches the saturated count, which saves and loads again; a step from
+ * there leaves the count where it is. */
+static void saturated_step_count_loads(void **state)
+{
+    (void)state;
+    bytes d = small_file(KD_OPTIMIZER_ADAM, 1);
+    const layout l = layout_of(d);
+    put_u64(d.data + l.steps, UINT64_MAX - 1);
+    fix_crc(d);
+    char path[256];
+    path_of(path, sizeof path, "saturated.kdc");
+    write_all(path, d.data, d.size);
+    free(d.data);
+    for (int round = 0; round < 2; round++) {
+        kd_model *model = NULL;
+        kd_optimizer *opt = NULL;
+        const kd_status status = kd_checkpoint_load(&model, &opt, path, NULL);
+        if (status != KD_OK)
+            fail_msg("round %d: loading a step count of 2^64 - %d: %s", round, 2 - round,
+                     kd_status_string(status));
+        assert_int_equal(kd_optimizer_step(opt, model), KD_OK);
+        assert_int_equal(kd_checkpoint_save(model, opt, path), KD_OK);
+        kd_optimizer_destroy(opt);
+        kd_model_destroy(model);
+        bytes saved = read_all(path);
+        assert_true(get_u64(saved.data + l.steps) == UINT64_MAX);
+        free(saved.data);
+    }
+    unlink(path);
+}
+
 /* A valid-looking header claiming a huge network in a small file: TRUNCATED, and no large
  * allocation (none at all, in fact) before the length check. */
 static void lying_header(void **state)
@@ -1669,6 +1701,7 @@ int main(void)
         cmocka_unit_test(adam_epsilon_zero_is_corrupt),
         cmocka_unit_test(nesterov_half_is_corrupt),
         cmocka_unit_test(unreachable_optimizer_states_are_corrupt),
+        cmocka_unit_test(saturated_step_count_loads),
         cmocka_unit_test(lying_header),
         cmocka_unit_test(parameter_count_overflow),
         cmocka_unit_test(bad_paths_and_arguments),
