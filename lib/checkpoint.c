@@ -184,7 +184,8 @@ static kd_status resolve_destination(const kd_allocator *allocator, const char *
         if (!out->exists || !S_ISLNK(out->info.st_mode))
             break;
         char *next = NULL;
-        status = links < MAX_LINKS ? follow_link(allocator, current, &out->info, &next) : KD_ERROR_IO;
+        status = links < MAX_LINKS ? follow_link(allocator, current, &out->info, &next)
+                                   : KD_ERROR_IO;
         if (status == KD_OK) {
             kd_free(allocator, current);
             current = next;
@@ -245,7 +246,8 @@ static int open_temporary(const destination *target, char *name)
     struct timespec now;
     clock_gettime(CLOCK_REALTIME, &now);
     uint64_t n = (uint64_t)now.tv_nsec ^ (uint64_t)now.tv_sec << 30 ^ (uint64_t)getpid() << 40;
-    for (int attempt = 0; attempt < 100; attempt++, n = n * 6364136223846793005u + 1442695040888963407u) {
+    for (int attempt = 0; attempt < 100;
+         attempt++, n = n * 6364136223846793005u + 1442695040888963407u) {
         snprintf(name + target->directory, TEMPORARY_NAME_MAX + 1, ".%.*s.tmp-%016" PRIx64,
                  (int)prefix, base, n);
         int fd = open(name, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, target->exists ? 0600 : 0666);
@@ -276,7 +278,8 @@ kd_status kd_checkpoint_save(const kd_model *model, const kd_optimizer *optimize
     if (status != KD_OK)
         return status;
     /* A temporary file in the same directory, so that rename() replaces atomically. */
-    char *temporary = kd_alloc_array(&model->allocator, target.directory + TEMPORARY_NAME_MAX + 1, 1);
+    char *temporary =
+        kd_alloc_array(&model->allocator, target.directory + TEMPORARY_NAME_MAX + 1, 1);
     if (temporary == NULL) {
         kd_free(&model->allocator, target.path);
         return KD_ERROR_OUT_OF_MEMORY;
