@@ -10,9 +10,9 @@
  * untouched and nothing leaked; no single allocation while loading exceeds twice the file size
  * (plus 64 KiB): sizes are backed by the file, not by what its header claims; on
  * success the model has the sizes and finite parameters the file holds, its inference pass is
- * deterministic and finite wherever the parameters bound the logits below FLT_MAX, and saving
- * it (with the optimizer, when the file had one and it was asked for) gives back the same
- * bytes: the format has one encoding per checkpoint. And what loads survives training: one
+ * deterministic and finite wherever the parameters bound every layer's activations below
+ * FLT_MAX, and saving it (with the optimizer, when the file had one and it was asked for)
+ * gives back the same bytes: the format has one encoding per checkpoint. And what loads survives training: one
  * optimizer step (the file's optimizer, or a new Adam one for a file without), with zero
  * gradients and with small finite ones, succeeds; wherever the loaded magnitudes bound every
  * value the step computes below FLT_MAX, the parameters stay finite and the result saves; and
@@ -72,19 +72,22 @@ static double max_abs(const float *x, size_t n)
     return m;
 }
 
-/* A bound on |logits| for inputs in [-1, 1], layer by layer (ReLU never increases a bound),
- * from the file's widths (header order) and the loaded parameters. */
-static double logit_bound(const uint8_t *file, size_t layer_count, const float *params)
+/* A bound on |activations| of every layer, the logits included, for inputs in [-1, 1], layer
+ * by layer (ReLU never increases a bound), from the file's widths (header order) and the
+ * loaded parameters: the largest layer's. Every layer counts, not only the logits': a hidden
+ * activation that overflows to infinity makes a logit NaN through a zero weight. */
+static double activation_bound(const uint8_t *file, size_t layer_count, const float *params)
 {
-    double bound = 1.0;
+    double bound = 1.0, largest = 0.0;
     size_t offset = 0;
     for (size_t l = 1; l < layer_count; l++) {
         size_t in = (size_t)le64(file + 24 + 8 * (l - 1)), out = (size_t)le64(file + 24 + 8 * l);
         double w = max_abs(params + offset, out * in), b = max_abs(params + offset + out * in, out);
         bound = (double)in * w * bound + b;
+        largest = fmax(largest, bound);
         offset += out * (in + 1);
     }
-    return bound;
+    return largest;
 }
 
 /* Offset of the optimizer section in a file of that many widths and parameters. */
@@ -161,7 +164,8 @@ static void check_step(const uint8_t *file, size_t layer_count, float scale)
             start.s2 = max_abs_le(section + 72 + 4 * count, count);
     }
     float *params = NULL, *grads = NULL;
-    FUZZ_CHECK(kd_model_parameters(model, &params) == KD_OK && kd_model_gradients(model, &grads) == KD_OK,
+    FUZZ_CHECK(kd_model_parameters(model, &params) == KD_OK
+                   && kd_model_gradients(model, &grads) == KD_OK,
                "no parameter or gradient array");
     for (size_t i = 0; i < count; i++)
         grads[i] = scale * (float)((int)(i % 7) - 3);
@@ -231,9 +235,10 @@ static void check_loaded(const uint8_t *file, size_t size, kd_model *model, kd_o
     FUZZ_CHECK(kd_model_forward(model, x, ROWS, KD_MODE_INFERENCE, z1) == KD_OK, "forward failed");
     FUZZ_CHECK(kd_model_forward(model, x, ROWS, KD_MODE_INFERENCE, z2) == KD_OK, "forward failed");
     FUZZ_CHECK(memcmp(z1, z2, ROWS * outputs * sizeof *z1) == 0, "inference is not deterministic");
-    if (logit_bound(file, layer_count, params) < 0.5 * FLT_MAX)
+    if (activation_bound(file, layer_count, params) < 0.5 * FLT_MAX)
         for (size_t i = 0; i < ROWS * outputs; i++)
-            FUZZ_CHECK(isfinite(z1[i]), "logit %zu is %g although the parameters bound it", i,
+            FUZZ_CHECK(isfinite(z1[i]),
+                       "logit %zu is %g although the parameters bound every layer", i,
                        (double)z1[i]);
     free(z2);
     free(z1);
