@@ -523,10 +523,11 @@ static kd_status read_checkpoint(reader *r, uint64_t file_size, kd_model **model
 }
 
 /* Opens `path` for reading if it is a regular file (following links) and gives its size; else
- * returns NULL. The open does not block: a FIFO without a writer is refused, not waited for. */
+ * returns NULL. The open does not block (a FIFO without a writer is refused, not waited for)
+ * and does not make a terminal the process's controlling one. */
 static FILE *open_regular_file(const char *path, uint64_t *size)
 {
-    const int fd = open(path, O_RDONLY | O_NONBLOCK | O_CLOEXEC);
+    const int fd = open(path, O_RDONLY | O_NONBLOCK | O_NOCTTY | O_CLOEXEC);
     if (fd < 0)
         return NULL;
     struct stat info;

@@ -1,7 +1,7 @@
 /* kd_checkpoint_save / kd_checkpoint_load: round trips, the documented little-endian layout,
  * every kind of damaged or hostile file, and saving's failure modes (atomicity, no leftovers,
  * permissions). Files live in a fresh directory under /tmp, removed at the end. */
-#define _POSIX_C_SOURCE 200809L
+#define _XOPEN_SOURCE 700 /* POSIX 2008 with the pseudo-terminal functions */
 
 #include <setjmp.h>
 #include <stdarg.h>
@@ -1141,9 +1141,10 @@ static void bad_paths_and_arguments(void **state)
     unlink(path);
 }
 
-/* Runs kd_checkpoint_load(path) in a child process that alarm() kills after 10 s, so that a
- * load that blocks fails the test instead of hanging it. Returns the load's status; a failed
- * load must leave the handles alone. */
+/* Runs kd_checkpoint_load(path) in a child process, a session leader without a controlling
+ * terminal, that alarm() kills after 10 s, so that a load that blocks fails the test instead
+ * of hanging it. Returns the load's status; a failed load must leave the handles alone, and no
+ * load may give the process a controlling terminal. */
 static kd_status load_status_in_child(const char *path)
 {
     fflush(NULL);
@@ -1151,10 +1152,14 @@ static kd_status load_status_in_child(const char *path)
     assert_true(child >= 0);
     if (child == 0) {
         alarm(10);
+        if (setsid() < 0)
+            _exit(253);
         kd_model *model = SENTINEL_MODEL;
         kd_optimizer *opt = SENTINEL_OPTIMIZER;
         const kd_status status = kd_checkpoint_load(&model, &opt, path, NULL);
         const int untouched = model == SENTINEL_MODEL && opt == SENTINEL_OPTIMIZER;
+        if (open("/dev/tty", O_RDONLY | O_NOCTTY) >= 0)
+            _exit(254);
         _exit(status == KD_OK || untouched ? (int)status : 255);
     }
     int wait_status = 0;
@@ -1163,9 +1168,13 @@ static kd_status load_status_in_child(const char *path)
         fail_msg("loading %s: killed by signal %d (%d is SIGALRM: the load blocked)", path,
                  WTERMSIG(wait_status), SIGALRM);
     assert_true(WIFEXITED(wait_status));
-    if (WEXITSTATUS(wait_status) == 255)
-        fail_msg("loading %s: a failed load wrote the handles", path);
-    return (kd_status)WEXITSTATUS(wait_status);
+    const int code = WEXITSTATUS(wait_status);
+    if (code >= 253)
+        fail_msg("loading %s: %s", path,
+                 code == 253   ? "setsid failed"
+                 : code == 254 ? "the terminal became the process's controlling terminal"
+                               : "a failed load wrote the handles");
+    return (kd_status)code;
 }
 
 /* A FIFO is not a regular file: KD_ERROR_IO at once, whether or not a writer has it open
@@ -1183,6 +1192,25 @@ static void fifo_is_refused_without_blocking(void **state)
     assert_int_equal(load_status_in_child(path), KD_ERROR_IO);
     close(writer);
     unlink(path);
+}
+
+/* A terminal is not a regular file either: KD_ERROR_IO, and opening it to find out does not
+ * make it the controlling terminal of a process that has none (the child is a session leader
+ * without one). Skipped where no pseudo-terminal can be had. */
+static void terminal_is_refused_without_becoming_controlling(void **state)
+{
+    (void)state;
+    const int master = posix_openpt(O_RDWR | O_NOCTTY);
+    if (master < 0 || grantpt(master) != 0 || unlockpt(master) != 0 || ptsname(master) == NULL) {
+        print_message("no pseudo-terminal: skipped\n");
+        if (master >= 0)
+            close(master);
+        return;
+    }
+    char path[256];
+    snprintf(path, sizeof path, "%s", ptsname(master));
+    assert_int_equal(load_status_in_child(path), KD_ERROR_IO);
+    close(master);
 }
 
 /* --- 3. saving --------------------------------------------------------------------------------- */
@@ -1706,6 +1734,7 @@ int main(void)
         cmocka_unit_test(parameter_count_overflow),
         cmocka_unit_test(bad_paths_and_arguments),
         cmocka_unit_test(fifo_is_refused_without_blocking),
+        cmocka_unit_test(terminal_is_refused_without_becoming_controlling),
         cmocka_unit_test(save_refusals),
         cmocka_unit_test(save_nonfinite_optimizer_state),
         cmocka_unit_test(save_is_atomic),

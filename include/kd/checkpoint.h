@@ -46,7 +46,8 @@ KD_API kd_status kd_checkpoint_save(const kd_model *model, const kd_optimizer *o
  * when the file holds no optimizer state). allocator: for the new handles, NULL for malloc.
  * Returns KD_OK, KD_ERROR_NULL_POINTER, KD_ERROR_IO (cannot open or read, or `path` is not a
  * regular file after following links: a directory, FIFO, socket or device is refused at once,
- * without waiting for a writer), KD_ERROR_FILE_TRUNCATED,
+ * without waiting for a writer or making a terminal the process's controlling one),
+ * KD_ERROR_FILE_TRUNCATED,
  * KD_ERROR_FILE_CORRUPT (bad magic, checksum, field or size, or an optimizer state that no
  * sequence of steps reaches, such as a negative Adam second moment or a non-zero state before
  * the first step: docs/checkpoint-format.md lists the rules), KD_ERROR_FILE_VERSION,
