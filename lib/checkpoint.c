@@ -6,6 +6,7 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <inttypes.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -31,6 +32,10 @@ enum {
     CRC_BYTES = 4
 };
 #define MAX_WIDTH ((uint64_t)1 << 28)
+/* A temporary file's name: ".", up to NAME_PREFIX_MAX bytes of the file's, ".tmp-", 16 hex. */
+enum { NAME_PREFIX_MAX = 32, TEMPORARY_NAME_MAX = 1 + NAME_PREFIX_MAX + 5 + 16 };
+/* Symbolic links a save follows (Linux's own limit), and the longest target it reads. */
+enum { MAX_LINKS = 40, LINK_TARGET_MAX = 4096 };
 
 /* --- writing ------------------------------------------------------------------------------ */
 
@@ -119,39 +124,135 @@ static void write_checkpoint(writer *w, const kd_model *model, const kd_optimize
     put_u32(w, w->crc);
 }
 
-/* Flushes a directory's entry for a renamed file to disk; best effort. */
-static void sync_directory_of(const char *path)
+/* Length of a path's directory part, up to and including its last '/' (0 if it has none). */
+static size_t directory_length(const char *path)
 {
     const char *slash = strrchr(path, '/');
-    char dir[4096];
-    if (slash == NULL) {
-        strcpy(dir, ".");
-    } else {
-        size_t n = (size_t)(slash - path);
-        if (n == 0)
-            n = 1;
-        if (n >= sizeof dir)
-            return;
-        memcpy(dir, path, n);
-        dir[n] = '\0';
+    return slash == NULL ? 0 : (size_t)(slash - path) + 1;
+}
+
+/* The file a save replaces or creates: its path with symbolic links followed. */
+typedef struct destination {
+    char *path;       /* allocated with the model's allocator */
+    size_t directory; /* the length of its directory part */
+    int exists;       /* a regular file is there, described by `info` */
+    struct stat info;
+} destination;
+
+/* The path a symbolic link (described by `info`) names, a relative target read from the link's
+ * directory: a new string in *next. KD_ERROR_IO if the link cannot be read. */
+static kd_status follow_link(const kd_allocator *allocator, const char *link,
+                             const struct stat *info, char **next)
+{
+    const size_t directory = directory_length(link);
+    /* st_size is the target's length, but some file systems report 0 for links. */
+    const size_t room = info->st_size > 0 && info->st_size < LINK_TARGET_MAX
+                            ? (size_t)info->st_size + 1
+                            : LINK_TARGET_MAX;
+    char *target = kd_alloc_array(allocator, directory + room, 1);
+    if (target == NULL)
+        return KD_ERROR_OUT_OF_MEMORY;
+    const ssize_t n = readlink(link, target + directory, room);
+    if (n <= 0 || (size_t)n >= room) {
+        kd_free(allocator, target);
+        return KD_ERROR_IO;
     }
-    int fd = open(dir, O_RDONLY);
+    target[directory + (size_t)n] = '\0';
+    if (target[directory] == '/')
+        memmove(target, target + directory, (size_t)n + 1);
+    else
+        memcpy(target, link, directory);
+    *next = target;
+    return KD_OK;
+}
+
+/* Follows `path`'s symbolic links (at most MAX_LINKS) to the file a save replaces: a regular
+ * file, or nothing yet (a new file, or a dangling link's target). KD_ERROR_IO for anything else
+ * there (a directory, FIFO, socket or device), a loop, a path without a file name or one that
+ * cannot be examined; KD_ERROR_OUT_OF_MEMORY. */
+static kd_status resolve_destination(const kd_allocator *allocator, const char *path,
+                                     destination *out)
+{
+    const size_t length = strlen(path);
+    char *current = kd_alloc_array(allocator, length + 1, 1);
+    if (current == NULL)
+        return KD_ERROR_OUT_OF_MEMORY;
+    memcpy(current, path, length + 1);
+    kd_status status = KD_OK;
+    for (int links = 0; status == KD_OK; links++) {
+        out->exists = lstat(current, &out->info) == 0;
+        if (!out->exists || !S_ISLNK(out->info.st_mode))
+            break;
+        char *next = NULL;
+        status = links < MAX_LINKS ? follow_link(allocator, current, &out->info, &next)
+                                   : KD_ERROR_IO;
+        if (status == KD_OK) {
+            kd_free(allocator, current);
+            current = next;
+        }
+    }
+    out->directory = directory_length(current);
+    const int usable = out->exists ? S_ISREG(out->info.st_mode) : errno == ENOENT;
+    if (status == KD_OK && (!usable || current[out->directory] == '\0'))
+        status = KD_ERROR_IO;
+    if (status != KD_OK) {
+        kd_free(allocator, current);
+        return status;
+    }
+    out->path = current;
+    return KD_OK;
+}
+
+/* Flushes to disk the entry of a file renamed into a directory: the first `directory` bytes
+ * of `name`, which is overwritten (it has room for "."). Best effort. */
+static void sync_directory(char *name, size_t directory)
+{
+    if (directory == 0)
+        strcpy(name, ".");
+    else
+        name[directory] = '\0';
+    int fd = open(name, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
     if (fd >= 0) {
         fsync(fd);
         close(fd);
     }
 }
 
-/* Creates and opens a new file named <path>.tmp-<pid>-<n> (written into `name`), with the
- * permissions a new file gets (0666 less the umask). Returns the descriptor or -1. */
-static int open_temporary(const char *path, char *name, size_t size)
+/* Gives a new file the permission bits, owner and group of the file it is to replace. Where the
+ * process may not set that owner and group, the file keeps the process's, and of the old
+ * permission bits only the owner's: the others were granted by another owner. Best effort: on
+ * a file system without owners or permissions the file keeps those it was created with. */
+static void keep_mode_and_owner(int fd, const struct stat *replaced)
 {
+    mode_t mode = replaced->st_mode & 0777;
+    if (fchown(fd, replaced->st_uid, replaced->st_gid) != 0)
+        mode &= 0700;
+    fchmod(fd, mode);
+}
+
+/* Creates and opens a new file `.<prefix>.tmp-<16 hex digits>` in the destination's directory,
+ * writing its path into `name` (room for the directory part and TEMPORARY_NAME_MAX + 1 bytes).
+ * The prefix is the start of the file name, at most NAME_PREFIX_MAX bytes cut at a UTF-8
+ * character boundary, so the temporary name fits wherever the name does, even at NAME_MAX.
+ * Permissions: those of the file it replaces (created 0600, so that no one else can open it
+ * before they are set), or for a new file 0666 less the umask. Returns the descriptor or -1. */
+static int open_temporary(const destination *target, char *name)
+{
+    const char *base = target->path + target->directory;
+    size_t prefix = strnlen(base, NAME_PREFIX_MAX);
+    while (prefix > 0 && ((unsigned char)base[prefix] & 0xC0) == 0x80)
+        prefix--;
+    memcpy(name, target->path, target->directory);
     struct timespec now;
     clock_gettime(CLOCK_REALTIME, &now);
-    unsigned long n = (unsigned long)now.tv_nsec ^ ((unsigned long)now.tv_sec << 20);
-    for (int attempt = 0; attempt < 100; attempt++, n = n * 6364136223846793005ul + 1442695040888963407ul) {
-        snprintf(name, size, "%s.tmp-%ld-%lx", path, (long)getpid(), n & 0xFFFFFFFFul);
-        int fd = open(name, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0666);
+    uint64_t n = (uint64_t)now.tv_nsec ^ (uint64_t)now.tv_sec << 30 ^ (uint64_t)getpid() << 40;
+    for (int attempt = 0; attempt < 100;
+         attempt++, n = n * 6364136223846793005u + 1442695040888963407u) {
+        snprintf(name + target->directory, TEMPORARY_NAME_MAX + 1, ".%.*s.tmp-%016" PRIx64,
+                 (int)prefix, base, n);
+        int fd = open(name, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, target->exists ? 0600 : 0666);
+        if (fd >= 0 && target->exists)
+            keep_mode_and_owner(fd, &target->info);
         if (fd >= 0 || errno != EEXIST)
             return fd;
     }
@@ -172,14 +273,19 @@ kd_status kd_checkpoint_save(const kd_model *model, const kd_optimizer *optimize
                            optimizer->parameter_count * kd_optimizer_state_width(optimizer->kind))))
         return KD_ERROR_NONFINITE_INPUT;
 
-    /* <path>.tmp-<pid>-<n> in the same directory, so that rename() replaces atomically. */
-    size_t size = strlen(path) + 64;
-    char *temporary = kd_alloc_array(&model->allocator, size, 1);
-    if (temporary == NULL)
+    destination target;
+    kd_status status = resolve_destination(&model->allocator, path, &target);
+    if (status != KD_OK)
+        return status;
+    /* A temporary file in the same directory, so that rename() replaces atomically. */
+    char *temporary =
+        kd_alloc_array(&model->allocator, target.directory + TEMPORARY_NAME_MAX + 1, 1);
+    if (temporary == NULL) {
+        kd_free(&model->allocator, target.path);
         return KD_ERROR_OUT_OF_MEMORY;
-
-    kd_status status = KD_ERROR_IO;
-    int fd = open_temporary(path, temporary, size);
+    }
+    status = KD_ERROR_IO;
+    int fd = open_temporary(&target, temporary);
     if (fd >= 0) {
         FILE *file = fdopen(fd, "wb");
         if (file == NULL) {
@@ -189,8 +295,8 @@ kd_status kd_checkpoint_save(const kd_model *model, const kd_optimizer *optimize
             write_checkpoint(&w, model, optimizer);
             int ok = !w.failed && fflush(file) == 0 && fsync(fd) == 0;
             ok = fclose(file) == 0 && ok;
-            if (ok && rename(temporary, path) == 0) {
-                sync_directory_of(path);
+            if (ok && rename(temporary, target.path) == 0) {
+                sync_directory(temporary, target.directory);
                 status = KD_OK;
             }
         }
@@ -198,6 +304,7 @@ kd_status kd_checkpoint_save(const kd_model *model, const kd_optimizer *optimize
             unlink(temporary);
     }
     kd_free(&model->allocator, temporary);
+    kd_free(&model->allocator, target.path);
     return status;
 }
 
@@ -393,9 +500,8 @@ static kd_status read_checkpoint(reader *r, uint64_t file_size, kd_model **model
                 fail(r, KD_ERROR_FILE_CORRUPT);
         }
         if (optimizer != NULL) {
-            size_t n = parameters * kd_optimizer_state_width(optimizer->kind);
-            get_floats(r, optimizer->state, n);
-            if (r->status == KD_OK && !all_finite(optimizer->state, n))
+            get_floats(r, optimizer->state, parameters * kd_optimizer_state_width(optimizer->kind));
+            if (r->status == KD_OK && !kd_optimizer_state_is_reachable(optimizer))
                 fail(r, KD_ERROR_FILE_CORRUPT);
         }
     }
@@ -416,6 +522,27 @@ static kd_status read_checkpoint(reader *r, uint64_t file_size, kd_model **model
     return KD_OK;
 }
 
+/* Opens `path` for reading if it is a regular file (following links) and gives its size; else
+ * returns NULL. The open does not block (a FIFO without a writer is refused, not waited for)
+ * and does not make a terminal the process's controlling one. */
+static FILE *open_regular_file(const char *path, uint64_t *size)
+{
+    const int fd = open(path, O_RDONLY | O_NONBLOCK | O_NOCTTY | O_CLOEXEC);
+    if (fd < 0)
+        return NULL;
+    struct stat info;
+    const int flags = fcntl(fd, F_GETFL);
+    FILE *file = NULL;
+    if (fstat(fd, &info) == 0 && S_ISREG(info.st_mode) && flags != -1
+        && fcntl(fd, F_SETFL, flags & ~O_NONBLOCK) == 0)
+        file = fdopen(fd, "rb");
+    if (file == NULL)
+        close(fd);
+    else
+        *size = (uint64_t)info.st_size;
+    return file;
+}
+
 kd_status kd_checkpoint_load(kd_model **model, kd_optimizer **optimizer, const char *path,
                              const kd_allocator *allocator)
 {
@@ -425,16 +552,12 @@ kd_status kd_checkpoint_load(kd_model **model, kd_optimizer **optimizer, const c
     kd_status status = kd_allocator_resolve(allocator, &resolved);
     if (status != KD_OK)
         return status;
-    FILE *file = fopen(path, "rb");
+    uint64_t size;
+    FILE *file = open_regular_file(path, &size);
     if (file == NULL)
         return KD_ERROR_IO;
-    struct stat info;
-    if (fstat(fileno(file), &info) != 0 || !S_ISREG(info.st_mode)) {
-        fclose(file);
-        return KD_ERROR_IO;
-    }
     reader r = {file, 0, KD_OK};
-    status = read_checkpoint(&r, (uint64_t)info.st_size, model, optimizer, allocator);
+    status = read_checkpoint(&r, size, model, optimizer, allocator);
     fclose(file);
     return status;
 }

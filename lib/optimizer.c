@@ -164,8 +164,6 @@ static void adam_step(kd_optimizer *o, float *w, const float *grad)
 
 kd_status kd_optimizer_restore(kd_optimizer *optimizer, const double *params, uint64_t steps)
 {
-    if (steps == UINT64_MAX)
-        return KD_ERROR_INVALID_ARGUMENT;
     for (int p = 0; p < KD_OPTIMIZER_PARAM_COUNT; p++) {
         if (usable(optimizer, (kd_optimizer_param)p)) {
             if (kd_optimizer_set(optimizer, (kd_optimizer_param)p, params[p]) != KD_OK)
@@ -176,6 +174,21 @@ kd_status kd_optimizer_restore(kd_optimizer *optimizer, const double *params, ui
     }
     optimizer->steps = steps;
     return KD_OK;
+}
+
+int kd_optimizer_state_is_reachable(const kd_optimizer *optimizer)
+{
+    const size_t n = optimizer->parameter_count;
+    const int adam = optimizer->kind == KD_OPTIMIZER_ADAM, fresh = optimizer->steps == 0;
+    for (size_t i = 0; i < n * kd_optimizer_state_width(optimizer->kind); i++) {
+        const float x = optimizer->state[i];
+        /* Before the first step: kd_optimizer_new()'s +0.0. Adam's second moments (from i = n)
+         * are beta2 v + (1 - beta2) g^2 from +0.0: never negative, never -0.0. */
+        const int sign_clear = fresh || (adam && i >= n);
+        if (!isfinite(x) || (sign_clear && signbit(x)) || (fresh && x != 0.0f))
+            return 0;
+    }
+    return 1;
 }
 
 static void count_step(kd_optimizer *optimizer)

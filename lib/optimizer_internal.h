@@ -31,9 +31,15 @@ kd_status kd_optimizer_new(kd_optimizer **optimizer, kd_optimizer_kind kind,
                            size_t parameter_count, const kd_allocator *allocator);
 
 /* Sets every parameter and the step count from a checkpoint, as kd_optimizer_set() would
- * (parameters the kind does not use must hold their defaults). KD_ERROR_INVALID_ARGUMENT
- * (the optimizer's parameters are then partly set) if any is invalid. */
+ * (parameters the kind does not use must hold their defaults); any step count is one that
+ * steps reach (the count saturates at UINT64_MAX). KD_ERROR_INVALID_ARGUMENT (the optimizer's
+ * parameters are then partly set) if a parameter is invalid. */
 kd_status kd_optimizer_restore(kd_optimizer *optimizer, const double *params, uint64_t steps);
+
+/* 1 if the state (momentum or moments) is one that steps from a new optimizer can reach with
+ * the step count it has: every value finite; all +0.0 while the step count is 0; Adam's second
+ * moments with the sign bit clear. 0 otherwise. */
+int kd_optimizer_state_is_reachable(const kd_optimizer *optimizer);
 
 /* If this optimizer's next step on `model` (a built-in network of its size) can run inside the
  * backward pass (SGD, plain or with momentum, not Nesterov): fills *sink so that

@@ -354,7 +354,7 @@ static void loss_worker_threads(void **state)
     walk(&s, &f);
 }
 
-/* --- kd_checkpoint_save's temporary name ----------------------------------------------------- */
+/* --- kd_checkpoint_save's paths: the link it follows, the temporary name ---------------------- */
 
 static size_t temporary_files(const char *dir)
 {
@@ -374,13 +374,15 @@ static unsigned char *read_file(const char *path, size_t *size)
     return data;
 }
 
-/* A previous checkpoint (of another model) under the name, then the model to save. */
+/* A previous checkpoint (of another model) under the name, saved to through a symbolic link
+ * (following it allocates too), then the model to save. */
 static void setup_save(void *p, const kd_allocator *a)
 {
     fixture *f = p;
     strcpy(f->directory, "/tmp/kd_test_alloc_XXXXXX");
     assert_non_null(mkdtemp(f->directory));
-    snprintf(f->path, sizeof f->path, "%s/model.kdc", f->directory);
+    snprintf(f->path, sizeof f->path, "%s/link.kdc", f->directory);
+    assert_int_equal(symlink("model.kdc", f->path), 0);
     kd_model *previous = NULL;
     const size_t other[] = {2, 2};
     assert_int_equal(kd_model_create_dense(&previous, other, 2, 9, NULL), KD_OK);
@@ -412,6 +414,9 @@ static void previous_checkpoint_intact(void *p)
 static void teardown_save(void *p)
 {
     fixture *f = p;
+    char target[sizeof f->path];
+    snprintf(target, sizeof target, "%s/model.kdc", f->directory);
+    unlink(target);
     unlink(f->path);
     assert_int_equal(temporary_files(f->directory), 0);
     rmdir(f->directory);
@@ -420,7 +425,7 @@ static void teardown_save(void *p)
     teardown_all(f);
 }
 
-static void checkpoint_save_temporary_name(void **state)
+static void checkpoint_save_paths(void **state)
 {
     (void)state;
     static fixture f;
@@ -435,7 +440,7 @@ int main(void)
         cmocka_unit_test(model_reserve_growth),
         cmocka_unit_test(trainer_reserve),
         cmocka_unit_test(host_model_and_optimizer_creates),
-        cmocka_unit_test(checkpoint_save_temporary_name),
+        cmocka_unit_test(checkpoint_save_paths),
         cmocka_unit_test(loss_worker_threads),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

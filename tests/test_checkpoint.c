@@ -1,7 +1,7 @@
 /* kd_checkpoint_save / kd_checkpoint_load: round trips, the documented little-endian layout,
  * every kind of damaged or hostile file, and saving's failure modes (atomicity, no leftovers,
  * permissions). Files live in a fresh directory under /tmp, removed at the end. */
-#define _POSIX_C_SOURCE 200809L
+#define _XOPEN_SOURCE 700 /* POSIX 2008 with the pseudo-terminal functions */
 
 #include <setjmp.h>
 #include <stdarg.h>
@@ -10,6 +10,7 @@
 #include <cmocka.h>
 
 #include <dirent.h>
+#include <fcntl.h>
 #include <math.h>
 #include <signal.h>
 #include <stdio.h>
@@ -17,6 +18,7 @@
 #include <string.h>
 #include <sys/resource.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include <kd.h>
@@ -910,6 +912,127 @@ static void nesterov_half_is_corrupt(void **state)
     expect_bytes_failure(d.data, d.size, KD_ERROR_FILE_CORRUPT, "Nesterov 0.5");
 }
 
+/* Loads bytes with a fixed CRC expecting `status`; frees them. */
+static void expect_fixed_failure(bytes d, kd_status status, const char *what)
+{
+    fix_crc(d);
+    expect_bytes_failure(d.data, d.size, status, what);
+    free(d.data);
+}
+
+/* Loads bytes with a fixed CRC that must load, takes one optimizer step with zero gradients and
+ * checks that the parameters stay finite and that the result saves; frees the bytes. */
+static void expect_loads_and_steps(bytes d, const char *what)
+{
+    fix_crc(d);
+    char path[256];
+    path_of(path, sizeof path, "reachable.kdc");
+    write_all(path, d.data, d.size);
+    free(d.data);
+    kd_model *model = NULL;
+    kd_optimizer *opt = NULL;
+    const kd_status status = kd_checkpoint_load(&model, &opt, path, NULL);
+    if (status != KD_OK)
+        fail_msg("%s: status %d (%s), want KD_OK", what, (int)status, kd_status_string(status));
+    const size_t p = kd_model_parameter_count(model);
+    memset(grads_of(model), 0, p * sizeof(float));
+    assert_int_equal(kd_optimizer_step(opt, model), KD_OK);
+    const float *w = params_of(model);
+    for (size_t i = 0; i < p; i++)
+        if (!isfinite(w[i]))
+            fail_msg("%s: parameter %zu is %g after a step", what, i, (double)w[i]);
+    assert_int_equal(kd_checkpoint_save(model, opt, path), KD_OK);
+    kd_optimizer_destroy(opt);
+    kd_model_destroy(model);
+    unlink(path);
+}
+
+/* Optimizer states that no sequence of steps produces are corrupt, with a valid CRC: Adam's
+ * second moments are sums of beta2 v and (1 - beta2) g^2, never negative nor -0.0; before the
+ * first step (a step count of 0) the state is the +0.0 everywhere that creation sets. The
+ * neighbouring states that steps do reach load, and a step keeps them finite. */
+static void unreachable_optimizer_states_are_corrupt(void **state)
+{
+    (void)state;
+    const bytes sgd = small_file(KD_OPTIMIZER_SGD, 1), adam = small_file(KD_OPTIMIZER_ADAM, 1);
+    const layout l = layout_of(sgd);
+    const size_t p = l.p, m2 = l.state + 4 * (p + 2), m3 = l.state + 4 * (p + 3);
+    assert_true(get_f32(adam.data + m2) > 0.0f && get_f32(adam.data + l.state + 4 * 3) != 0.0f);
+    assert_true(get_f32(sgd.data + l.state + 4 * 3) != 0.0f);
+    bytes d;
+
+    /* Adam's second moments. */
+    d = copy_of(adam, 0);
+    put_f32(d.data + m2, -get_f32(d.data + m2));
+    expect_fixed_failure(d, KD_ERROR_FILE_CORRUPT, "a negative second moment");
+    d = copy_of(adam, 0);
+    put_f32(d.data + m2, -0.0f);
+    expect_fixed_failure(d, KD_ERROR_FILE_CORRUPT, "a second moment of -0.0");
+    /* Reachable: negative first moments and momentum; a second moment of 0 (g^2 underflows)
+     * under a non-zero first moment. */
+    d = copy_of(adam, 0);
+    put_f32(d.data + l.state + 4 * 2, -1.5f);
+    put_f32(d.data + m3, 0.0f);
+    expect_loads_and_steps(d, "Adam: a negative first moment, a zero second moment");
+    d = copy_of(sgd, 0);
+    put_f32(d.data + l.state + 4 * 2, -1.5f);
+    put_f32(d.data + l.state + 4 * 4, -0.0f);
+    expect_loads_and_steps(d, "SGD: a negative momentum and a -0.0 one");
+
+    /* A step count of 0 with the state of trained optimizers; with a zero state but one -0.0;
+     * with the all-zero state of a new optimizer, which loads. */
+    const bytes *trained[2] = {&sgd, &adam};
+    for (size_t k = 0; k < 2; k++) {
+        const size_t floats = (trained[k]->size - 4 - l.state) / 4;
+        d = copy_of(*trained[k], 0);
+        put_u64(d.data + l.steps, 0);
+        expect_fixed_failure(d, KD_ERROR_FILE_CORRUPT, "steps 0, a trained state");
+        d = copy_of(*trained[k], 0);
+        put_u64(d.data + l.steps, 0);
+        memset(d.data + l.state, 0, 4 * floats);
+        put_f32(d.data + l.state + 4 * (floats - 1), -0.0f);
+        expect_fixed_failure(d, KD_ERROR_FILE_CORRUPT, "steps 0, a zero state but one -0.0");
+        d = copy_of(*trained[k], 0);
+        put_u64(d.data + l.steps, 0);
+        memset(d.data + l.state, 0, 4 * floats);
+        expect_loads_and_steps(d, "steps 0, a zero state");
+    }
+    free(adam.data);
+    free(sgd.data);
+}
+
+/* The step count saturates at 2^64 - 1 instead of wrapping. A checkpoint one step short of it
+ * loads; its next step reaches the saturated count, which saves and loads again; a step from
+ * there leaves the count where it is. */
+static void saturated_step_count_loads(void **state)
+{
+    (void)state;
+    bytes d = small_file(KD_OPTIMIZER_ADAM, 1);
+    const layout l = layout_of(d);
+    put_u64(d.data + l.steps, UINT64_MAX - 1);
+    fix_crc(d);
+    char path[256];
+    path_of(path, sizeof path, "saturated.kdc");
+    write_all(path, d.data, d.size);
+    free(d.data);
+    for (int round = 0; round < 2; round++) {
+        kd_model *model = NULL;
+        kd_optimizer *opt = NULL;
+        const kd_status status = kd_checkpoint_load(&model, &opt, path, NULL);
+        if (status != KD_OK)
+            fail_msg("round %d: loading a step count of 2^64 - %d: %s", round, 2 - round,
+                     kd_status_string(status));
+        assert_int_equal(kd_optimizer_step(opt, model), KD_OK);
+        assert_int_equal(kd_checkpoint_save(model, opt, path), KD_OK);
+        kd_optimizer_destroy(opt);
+        kd_model_destroy(model);
+        bytes saved = read_all(path);
+        assert_true(get_u64(saved.data + l.steps) == UINT64_MAX);
+        free(saved.data);
+    }
+    unlink(path);
+}
+
 /* A valid-looking header claiming a huge network in a small file: TRUNCATED, and no large
  * allocation (none at all, in fact) before the length check. */
 static void lying_header(void **state)
@@ -1016,6 +1139,78 @@ static void bad_paths_and_arguments(void **state)
     kd_optimizer_destroy(opt);
     kd_model_destroy(model);
     unlink(path);
+}
+
+/* Runs kd_checkpoint_load(path) in a child process, a session leader without a controlling
+ * terminal, that alarm() kills after 10 s, so that a load that blocks fails the test instead
+ * of hanging it. Returns the load's status; a failed load must leave the handles alone, and no
+ * load may give the process a controlling terminal. */
+static kd_status load_status_in_child(const char *path)
+{
+    fflush(NULL);
+    const pid_t child = fork();
+    assert_true(child >= 0);
+    if (child == 0) {
+        alarm(10);
+        if (setsid() < 0)
+            _exit(253);
+        kd_model *model = SENTINEL_MODEL;
+        kd_optimizer *opt = SENTINEL_OPTIMIZER;
+        const kd_status status = kd_checkpoint_load(&model, &opt, path, NULL);
+        const int untouched = model == SENTINEL_MODEL && opt == SENTINEL_OPTIMIZER;
+        if (open("/dev/tty", O_RDONLY | O_NOCTTY) >= 0)
+            _exit(254);
+        _exit(status == KD_OK || untouched ? (int)status : 255);
+    }
+    int wait_status = 0;
+    assert_int_equal(waitpid(child, &wait_status, 0), child);
+    if (WIFSIGNALED(wait_status))
+        fail_msg("loading %s: killed by signal %d (%d is SIGALRM: the load blocked)", path,
+                 WTERMSIG(wait_status), SIGALRM);
+    assert_true(WIFEXITED(wait_status));
+    const int code = WEXITSTATUS(wait_status);
+    if (code >= 253)
+        fail_msg("loading %s: %s", path,
+                 code == 253   ? "setsid failed"
+                 : code == 254 ? "the terminal became the process's controlling terminal"
+                               : "a failed load wrote the handles");
+    return (kd_status)code;
+}
+
+/* A FIFO is not a regular file: KD_ERROR_IO at once, whether or not a writer has it open
+ * (opening it for reading alone would block until one does). */
+static void fifo_is_refused_without_blocking(void **state)
+{
+    (void)state;
+    char path[256];
+    path_of(path, sizeof path, "fifo.kdc");
+    assert_int_equal(mkfifo(path, 0600), 0);
+    assert_int_equal(load_status_in_child(path), KD_ERROR_IO);
+    /* With a writer (non-blocking, so that this process does not wait for a reader). */
+    const int writer = open(path, O_RDWR | O_NONBLOCK);
+    assert_true(writer >= 0);
+    assert_int_equal(load_status_in_child(path), KD_ERROR_IO);
+    close(writer);
+    unlink(path);
+}
+
+/* A terminal is not a regular file either: KD_ERROR_IO, and opening it to find out does not
+ * make it the controlling terminal of a process that has none (the child is a session leader
+ * without one). Skipped where no pseudo-terminal can be had. */
+static void terminal_is_refused_without_becoming_controlling(void **state)
+{
+    (void)state;
+    const int master = posix_openpt(O_RDWR | O_NOCTTY);
+    if (master < 0 || grantpt(master) != 0 || unlockpt(master) != 0 || ptsname(master) == NULL) {
+        print_message("no pseudo-terminal: skipped\n");
+        if (master >= 0)
+            close(master);
+        return;
+    }
+    char path[256];
+    snprintf(path, sizeof path, "%s", ptsname(master));
+    assert_int_equal(load_status_in_child(path), KD_ERROR_IO);
+    close(master);
 }
 
 /* --- 3. saving --------------------------------------------------------------------------------- */
@@ -1217,7 +1412,23 @@ static void save_is_atomic(void **state)
     unlink(path);
 }
 
-static void saved_file_mode_follows_umask(void **state)
+/* The permission bits (and owner and group) of a file. */
+static void assert_mode_and_owner(const char *path, mode_t mode, uid_t uid, gid_t gid)
+{
+    struct stat info;
+    assert_int_equal(stat(path, &info), 0);
+    if ((info.st_mode & 07777) != mode || info.st_uid != uid || info.st_gid != gid)
+        fail_msg("%s: mode %04o owner %u:%u, want %04o %u:%u", path,
+                 (unsigned)(info.st_mode & 07777), (unsigned)info.st_uid, (unsigned)info.st_gid,
+                 (unsigned)mode, (unsigned)uid, (unsigned)gid);
+}
+
+/* A new file's mode is 0666 less the umask. Replacing a checkpoint keeps its permission bits
+ * whatever the umask, and its owner and group (checked as root, who may set any). A process
+ * that may not give the new file the old owner and group (an unprivileged child replacing
+ * root's file in a directory open to all) keeps its own, and of the old permissions only the
+ * owner's. */
+static void saved_file_mode_and_owner(void **state)
 {
     (void)state;
     const size_t widths[] = {2, 2};
@@ -1225,24 +1436,283 @@ static void saved_file_mode_follows_umask(void **state)
     assert_int_equal(kd_model_create_dense(&model, widths, 2, 1, NULL), KD_OK);
     char path[256];
     path_of(path, sizeof path, "mode.kdc");
-    const mode_t masks[3] = {022, 077, 002};
-    const mode_t modes[3] = {0644, 0600, 0664};
-    mode_t old = umask(022);
+    const mode_t previous_mask = umask(022);
+    const mode_t new_masks[3] = {022, 077, 002}, new_modes[3] = {0644, 0600, 0664};
     for (int i = 0; i < 3; i++) {
-        umask(masks[i]);
+        umask(new_masks[i]);
         unlink(path);
         assert_int_equal(kd_checkpoint_save(model, NULL, path), KD_OK);
-        struct stat info;
-        assert_int_equal(stat(path, &info), 0);
-        assert_true(S_ISREG(info.st_mode));
-        if ((info.st_mode & 07777) != modes[i])
-            fail_msg("umask %03o: mode %03o, want %03o", (unsigned)masks[i],
-                     (unsigned)(info.st_mode & 07777), (unsigned)modes[i]);
+        assert_mode_and_owner(path, new_modes[i], geteuid(), getegid());
     }
-    umask(old);
+    const mode_t masks[5] = {022, 077, 000, 022, 027}, modes[5] = {0600, 0644, 0640, 0400, 0755};
+    for (int k = 0; k < 5; k++) {
+        assert_int_equal(chmod(path, modes[k]), 0);
+        umask(masks[k]);
+        assert_int_equal(kd_checkpoint_save(model, NULL, path), KD_OK);
+        assert_mode_and_owner(path, modes[k], geteuid(), getegid());
+    }
+    umask(previous_mask);
+    if (geteuid() != 0) {
+        print_message("not root: owner and group not checked\n");
+    } else {
+        const uid_t uid = 4242;
+        const gid_t gid = 4343;
+        assert_int_equal(chown(path, uid, gid), 0);
+        assert_int_equal(chmod(path, 0640), 0);
+        assert_int_equal(kd_checkpoint_save(model, NULL, path), KD_OK);
+        assert_mode_and_owner(path, 0640, uid, gid);
+
+        char shared[] = "/tmp/kd_test_owner_XXXXXX", root_file[64];
+        assert_non_null(mkdtemp(shared));
+        assert_int_equal(chmod(shared, 0777), 0);
+        snprintf(root_file, sizeof root_file, "%s/root.kdc", shared);
+        assert_int_equal(kd_checkpoint_save(model, NULL, root_file), KD_OK);
+        assert_int_equal(chmod(root_file, 0664), 0);
+        fflush(NULL);
+        const pid_t child = fork();
+        assert_true(child >= 0);
+        if (child == 0)
+            _exit(setgid(gid) == 0 && setuid(uid) == 0
+                          && kd_checkpoint_save(model, NULL, root_file) == KD_OK
+                      ? 0
+                      : 1);
+        int status = 0;
+        assert_int_equal(waitpid(child, &status, 0), child);
+        assert_true(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+        assert_mode_and_owner(root_file, 0600, uid, gid);
+        assert_int_equal(kd_test_count_entries(shared, ".tmp-"), 0);
+        assert_int_equal(unlink(root_file), 0);
+        assert_int_equal(rmdir(shared), 0);
+    }
     assert_int_equal(temporary_files(), 0);
+    assert_int_equal(unlink(path), 0);
     kd_model_destroy(model);
+}
+
+/* A small model saved and loaded back under `path`: KD_OK both ways, the same parameters, and
+ * no temporary file left in the scratch directory. */
+static void expect_saves_and_loads(const char *path)
+{
+    const size_t widths[] = {2, 3, 2};
+    kd_model *model = NULL, *loaded = NULL;
+    assert_int_equal(kd_model_create_dense(&model, widths, 3, 8, NULL), KD_OK);
+    const kd_status status = kd_checkpoint_save(model, NULL, path);
+    if (status != KD_OK)
+        fail_msg("saving a %zu-byte name: %s", strlen(path) - strlen(directory) - 1,
+                 kd_status_string(status));
+    assert_int_equal(kd_checkpoint_load(&loaded, NULL, path, NULL), KD_OK);
+    assert_same_model(model, loaded);
+    kd_model_destroy(loaded);
+    kd_model_destroy(model);
+    assert_int_equal(temporary_files(), 0);
+}
+
+/* A name of `length` bytes: `first`, then `rest` repeated while it fits, then 'z's. */
+static void long_name(char *out, size_t size, const char *first, const char *rest, size_t length)
+{
+    path_of(out, size, first);
+    size_t n = strlen(out);
+    const size_t end = strlen(directory) + 1 + length;
+    assert_true(end < size);
+    while (n + strlen(rest) <= end) {
+        memcpy(out + n, rest, strlen(rest));
+        n += strlen(rest);
+    }
+    while (n < end)
+        out[n++] = 'z';
+    out[n] = '\0';
+}
+
+/* Every name the file system takes (NAME_MAX = 255 bytes) can be saved under: the temporary
+ * file's name does not grow with it. One byte more is the file system's refusal, KD_ERROR_IO. */
+static void longest_names_save(void **state)
+{
+    (void)state;
+    char path[512];
+    const size_t lengths[] = {200, 240, 250, 254, 255};
+    for (size_t k = 0; k < sizeof lengths / sizeof lengths[0]; k++) {
+        long_name(path, sizeof path, "n", "a", lengths[k]);
+        expect_saves_and_loads(path);
+        unlink(path);
+    }
+    long_name(path, sizeof path, "u", "\xc3\xa9", 255); /* "ué...é": two bytes a character */
+    expect_saves_and_loads(path);
     unlink(path);
+    long_name(path, sizeof path, "n", "a", 256);
+    const size_t widths[] = {2, 2};
+    kd_model *model = NULL;
+    assert_int_equal(kd_model_create_dense(&model, widths, 2, 8, NULL), KD_OK);
+    assert_int_equal(kd_checkpoint_save(model, NULL, path), KD_ERROR_IO);
+    kd_model_destroy(model);
+    assert_int_equal(temporary_files(), 0);
+}
+
+/* The single entry of the scratch directory whose name holds `part`, copied into `out`. */
+static void only_entry_with(const char *part, char *out, size_t size)
+{
+    DIR *d = opendir(directory);
+    assert_non_null(d);
+    size_t count = 0;
+    struct dirent *e;
+    while ((e = readdir(d)) != NULL)
+        if (strstr(e->d_name, part) != NULL && count++ == 0)
+            snprintf(out, size, "%s", e->d_name);
+    closedir(d);
+    assert_int_equal(count, 1);
+}
+
+/* 1 if the bytes are UTF-8: whole characters only. */
+static int whole_utf8(const unsigned char *s, size_t n)
+{
+    for (size_t i = 0; i < n;) {
+        const size_t len = s[i] < 0x80 ? 1 : (s[i] & 0xE0) == 0xC0 ? 2 : (s[i] & 0xF0) == 0xE0 ? 3
+                                         : (s[i] & 0xF8) == 0xF0 ? 4 : 0;
+        if (len == 0 || i + len > n)
+            return 0;
+        for (size_t k = 1; k < len; k++)
+            if ((s[i + k] & 0xC0) != 0x80)
+                return 0;
+        i += len;
+    }
+    return 1;
+}
+
+/* The temporary file itself, caught by killing a save midway (SIGXFSZ from a 16-byte file
+ * size limit) in a child: it sits in the checkpoint's directory, its name is short, starts
+ * with "." and a prefix of the checkpoint's name cut at a character boundary, and is UTF-8
+ * when the name is. */
+static void temporary_name_is_short(void **state)
+{
+    (void)state;
+    char path[512];
+    long_name(path, sizeof path, "u", "\xc3\xa9", 255); /* "ué...é" */
+    const char *name = path + strlen(directory) + 1;
+    const size_t widths[] = {8, 64, 8};
+    kd_model *model = NULL;
+    assert_int_equal(kd_model_create_dense(&model, widths, 3, 8, NULL), KD_OK);
+    fflush(NULL);
+    const pid_t child = fork();
+    assert_true(child >= 0);
+    if (child == 0) {
+        const struct rlimit no_core = {0, 0}, small = {16, 16};
+        setrlimit(RLIMIT_CORE, &no_core);
+        signal(SIGXFSZ, SIG_DFL);
+        setrlimit(RLIMIT_FSIZE, &small);
+        _exit(kd_checkpoint_save(model, NULL, path) == KD_OK ? 0 : 1);
+    }
+    int status = 0;
+    assert_int_equal(waitpid(child, &status, 0), child);
+    kd_model_destroy(model);
+    if (!WIFSIGNALED(status) || WTERMSIG(status) != SIGXFSZ)
+        fail_msg("the save was not killed by SIGXFSZ (status %d)", status);
+    char temporary[300];
+    only_entry_with(".tmp-", temporary, sizeof temporary);
+    const size_t length = strlen(temporary);
+    print_message("temporary file of a 255-byte name: %s (%zu bytes)\n", temporary, length);
+    assert_true(length <= 64);
+    assert_int_equal(temporary[0], '.');
+    const size_t prefix = (size_t)(strstr(temporary, ".tmp-") - temporary) - 1;
+    assert_true(prefix > 0);
+    assert_memory_equal(temporary + 1, name, prefix);
+    assert_true(whole_utf8((const unsigned char *)temporary, length));
+    char leftover[600];
+    path_of(leftover, sizeof leftover, temporary);
+    assert_int_equal(unlink(leftover), 0);
+    assert_false(exists(path));
+}
+
+/* The bytes of a model's checkpoint (no optimizer), saved under a scratch name. */
+static bytes checkpoint_bytes(const kd_model *model)
+{
+    char path[256];
+    path_of(path, sizeof path, "reference.kdc");
+    assert_int_equal(kd_checkpoint_save(model, NULL, path), KD_OK);
+    bytes b = read_all(path);
+    unlink(path);
+    return b;
+}
+
+/* The file at `path` holds exactly `expected`. */
+static void assert_file_holds(const char *path, bytes expected)
+{
+    bytes now = read_all(path);
+    assert_int_equal(now.size, expected.size);
+    assert_memory_equal(now.data, expected.data, now.size);
+    free(now.data);
+}
+
+/* `path` is still a symbolic link to `target`. */
+static void assert_link_to(const char *path, const char *target)
+{
+    struct stat info;
+    assert_int_equal(lstat(path, &info), 0);
+    assert_true(S_ISLNK(info.st_mode));
+    char got[512];
+    const ssize_t n = readlink(path, got, sizeof got - 1);
+    assert_true(n > 0);
+    got[n] = '\0';
+    assert_string_equal(got, target);
+}
+
+/* Saving through a symbolic link replaces the file the link (or chain of links, relative
+ * targets read from each link's directory) finally names, and keeps the links; a dangling link
+ * gets its target created. A loop of links, and a link to (or a path of) something that is not
+ * a regular file, are KD_ERROR_IO with nothing changed. */
+static void save_follows_symbolic_links(void **state)
+{
+    (void)state;
+    const size_t widths[] = {2, 3, 2};
+    kd_model *a = NULL, *b = NULL;
+    assert_int_equal(kd_model_create_dense(&a, widths, 3, 1, NULL), KD_OK);
+    assert_int_equal(kd_model_create_dense(&b, widths, 3, 2, NULL), KD_OK);
+    const bytes a_file = checkpoint_bytes(a), b_file = checkpoint_bytes(b);
+    enum { REAL, SUB, FIFO, LINK, SUB_LINK, ABSOLUTE, DANGLING, LOOP_A, LOOP_B, TO_FIFO, TO_DIR,
+           CREATED, PATHS };
+    static const char *const names[PATHS] = {
+        "real.kdc", "sub", "fifo", "link.kdc", "sub/link.kdc", "absolute.kdc", "dangling.kdc",
+        "loop-a", "loop-b", "to-fifo.kdc", "to-dir.kdc", "sub/created.kdc"};
+    /* What each link (from LINK on) points to; ABSOLUTE's is the full path of REAL. */
+    static const char *const targets[PATHS] = {
+        [LINK] = "real.kdc", [SUB_LINK] = "../link.kdc", [DANGLING] = "sub/created.kdc",
+        [LOOP_A] = "loop-b", [LOOP_B] = "loop-a", [TO_FIFO] = "fifo", [TO_DIR] = "sub"};
+    char path[PATHS][256];
+    for (int k = 0; k < PATHS; k++)
+        path_of(path[k], sizeof path[k], names[k]);
+    assert_int_equal(kd_checkpoint_save(a, NULL, path[REAL]), KD_OK);
+    assert_int_equal(mkdir(path[SUB], 0700), 0);
+    assert_int_equal(mkfifo(path[FIFO], 0600), 0);
+    for (int k = LINK; k < CREATED; k++)
+        assert_int_equal(symlink(k == ABSOLUTE ? path[REAL] : targets[k], path[k]), 0);
+
+    /* Through one link, a chain of two (the second relative to its own directory), an
+     * absolute link: the target changes, every link stays. */
+    const int through[3] = {LINK, SUB_LINK, ABSOLUTE};
+    for (int k = 0; k < 3; k++) {
+        const bytes expected = k % 2 == 0 ? b_file : a_file;
+        assert_int_equal(kd_checkpoint_save(k % 2 == 0 ? b : a, NULL, path[through[k]]), KD_OK);
+        assert_file_holds(path[REAL], expected);
+    }
+    assert_int_equal(kd_test_count_entries(path[SUB], ".tmp-"), 0);
+    /* A dangling link: its target is created. */
+    assert_int_equal(kd_checkpoint_save(a, NULL, path[DANGLING]), KD_OK);
+    assert_file_holds(path[CREATED], a_file);
+    /* A loop; links to a FIFO and to a directory; a FIFO itself: refused, nothing changes. */
+    const int refused[4] = {LOOP_A, TO_FIFO, TO_DIR, FIFO};
+    for (int k = 0; k < 4; k++)
+        assert_int_equal(kd_checkpoint_save(a, NULL, path[refused[k]]), KD_ERROR_IO);
+    struct stat info;
+    assert_int_equal(lstat(path[FIFO], &info), 0);
+    assert_true(S_ISFIFO(info.st_mode));
+    for (int k = LINK; k < CREATED; k++)
+        assert_link_to(path[k], k == ABSOLUTE ? path[REAL] : targets[k]);
+    assert_int_equal(temporary_files(), 0);
+
+    for (int k = PATHS - 1; k >= 0; k--)
+        assert_int_equal(k == SUB ? rmdir(path[k]) : unlink(path[k]), 0);
+    free(b_file.data);
+    free(a_file.data);
+    kd_model_destroy(b);
+    kd_model_destroy(a);
 }
 
 int main(void)
@@ -1258,13 +1728,20 @@ int main(void)
         cmocka_unit_test(damaged_fields),
         cmocka_unit_test(adam_epsilon_zero_is_corrupt),
         cmocka_unit_test(nesterov_half_is_corrupt),
+        cmocka_unit_test(unreachable_optimizer_states_are_corrupt),
+        cmocka_unit_test(saturated_step_count_loads),
         cmocka_unit_test(lying_header),
         cmocka_unit_test(parameter_count_overflow),
         cmocka_unit_test(bad_paths_and_arguments),
+        cmocka_unit_test(fifo_is_refused_without_blocking),
+        cmocka_unit_test(terminal_is_refused_without_becoming_controlling),
         cmocka_unit_test(save_refusals),
         cmocka_unit_test(save_nonfinite_optimizer_state),
         cmocka_unit_test(save_is_atomic),
-        cmocka_unit_test(saved_file_mode_follows_umask),
+        cmocka_unit_test(saved_file_mode_and_owner),
+        cmocka_unit_test(longest_names_save),
+        cmocka_unit_test(temporary_name_is_short),
+        cmocka_unit_test(save_follows_symbolic_links),
     };
     return cmocka_run_group_tests(tests, setup_directory, remove_directory);
 }

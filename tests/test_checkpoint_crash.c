@@ -7,7 +7,7 @@
  * and is killed a random 0-15 ms after it starts its first, second or third save. The
  * file under the name must then be, byte for byte, A's or B's file, and load. Rounds in which
  * the kill landed inside a save show up as the temporary file it left behind
- * (<name>.tmp-<pid>-*): the test requires some of those, so that it is known to have killed
+ * (.<name prefix>.tmp-*): the test requires some of those, so that it is known to have killed
  * saves midway, not only between them. The write-failure case (a save that fails midway: the
  * file size limit) is save_is_atomic in test_checkpoint.c. */
 #define _POSIX_C_SOURCE 200809L

@@ -10,9 +10,13 @@
  * untouched and nothing leaked; no single allocation while loading exceeds twice the file size
  * (plus 64 KiB): sizes are backed by the file, not by what its header claims; on
  * success the model has the sizes and finite parameters the file holds, its inference pass is
- * deterministic and finite wherever the parameters bound the logits below FLT_MAX, and saving
- * it (with the optimizer, when the file had one and it was asked for) gives back the same
- * bytes: the format has one encoding per checkpoint. */
+ * deterministic and finite wherever the parameters bound every layer's activations below
+ * FLT_MAX, and saving it (with the optimizer, when the file had one and it was asked for)
+ * gives back the same bytes: the format has one encoding per checkpoint. And what loads survives training: one
+ * optimizer step (the file's optimizer, or a new Adam one for a file without), with zero
+ * gradients and with small finite ones, succeeds; wherever the loaded magnitudes bound every
+ * value the step computes below FLT_MAX, the parameters stay finite and the result saves; and
+ * what saves loads again. */
 #define _POSIX_C_SOURCE 200809L
 
 #include <float.h>
@@ -68,19 +72,128 @@ static double max_abs(const float *x, size_t n)
     return m;
 }
 
-/* A bound on |logits| for inputs in [-1, 1], layer by layer (ReLU never increases a bound),
- * from the file's widths (header order) and the loaded parameters. */
-static double logit_bound(const uint8_t *file, size_t layer_count, const float *params)
+/* A bound on |activations| of every layer, the logits included, for inputs in [-1, 1], layer
+ * by layer (ReLU never increases a bound), from the file's widths (header order) and the
+ * loaded parameters: the largest layer's. Every layer counts, not only the logits': a hidden
+ * activation that overflows to infinity makes a logit NaN through a zero weight. */
+static double activation_bound(const uint8_t *file, size_t layer_count, const float *params)
 {
-    double bound = 1.0;
+    double bound = 1.0, largest = 0.0;
     size_t offset = 0;
     for (size_t l = 1; l < layer_count; l++) {
         size_t in = (size_t)le64(file + 24 + 8 * (l - 1)), out = (size_t)le64(file + 24 + 8 * l);
         double w = max_abs(params + offset, out * in), b = max_abs(params + offset + out * in, out);
         bound = (double)in * w * bound + b;
+        largest = fmax(largest, bound);
         offset += out * (in + 1);
     }
-    return bound;
+    return largest;
+}
+
+/* Offset of the optimizer section in a file of that many widths and parameters. */
+static size_t optimizer_section(size_t layer_count, size_t count)
+{
+    return 24 + 8 * layer_count + 24 + 32 + 8 + 4 * count;
+}
+
+/* Largest |value| of n little-endian floats in the file. */
+static double max_abs_le(const uint8_t *p, size_t n)
+{
+    float *x = malloc(n * sizeof *x + 1);
+    FUZZ_CHECK(x != NULL, "harness out of memory");
+    for (size_t i = 0; i < n; i++) {
+        const uint8_t *b = p + 4 * i;
+        const uint32_t bits = (uint32_t)b[0] | (uint32_t)b[1] << 8 | (uint32_t)b[2] << 16
+                              | (uint32_t)b[3] << 24;
+        memcpy(&x[i], &bits, sizeof bits);
+    }
+    const double m = max_abs(x, n);
+    free(x);
+    return m;
+}
+
+/* The magnitudes one optimizer step starts from: the largest |parameter|, |gradient|,
+ * |momentum or first moment| and second moment; the step count. */
+typedef struct step_start {
+    double w, g, s1, s2;
+    uint64_t steps;
+} step_start;
+
+/* A bound on every magnitude one kd_optimizer_step computes from `start`: the gradient with
+ * weight decay, the new state, the update and the new parameters (the sum of bounds on each,
+ * in double). Below FLT_MAX / 2 it leaves room for the float rounding (2^-24 relative an
+ * operation), so that nothing overflows. */
+static double step_bound(const kd_optimizer *opt, const step_start *start)
+{
+    double p[KD_OPTIMIZER_PARAM_EPSILON + 1];
+    for (int k = 0; k <= KD_OPTIMIZER_PARAM_EPSILON; k++)
+        if (kd_optimizer_get(opt, (kd_optimizer_param)k, &p[k]) != KD_OK)
+            p[k] = 0.0; /* not used by the kind */
+    const double lr = p[KD_OPTIMIZER_PARAM_LEARNING_RATE];
+    const double g = start->g + p[KD_OPTIMIZER_PARAM_WEIGHT_DECAY] * start->w;
+    if (kd_optimizer_kind_of(opt) == KD_OPTIMIZER_SGD) {
+        const double mu = p[KD_OPTIMIZER_PARAM_MOMENTUM], v = mu * start->s1 + g;
+        const double update = p[KD_OPTIMIZER_PARAM_NESTEROV] != 0.0 ? g + mu * v : v;
+        return 2.0 * start->w + g + v + 2.0 * update + 2.0 * lr * update;
+    }
+    const double t = (double)start->steps + 1.0;
+    const double rate = lr / (1.0 - pow(p[KD_OPTIMIZER_PARAM_BETA1], t));
+    const double correction = 1.0 / sqrt(1.0 - pow(p[KD_OPTIMIZER_PARAM_BETA2], t));
+    const double m = start->s1 + g, v = start->s2 + g * g;
+    const double update = rate * m / (double)(float)p[KD_OPTIMIZER_PARAM_EPSILON];
+    return 2.0 * start->w + g + g * g + m + v + sqrt(v) * correction + 2.0 * update;
+}
+
+/* One optimizer step on the checkpoint in input_path (loaded again, with its optimizer or a
+ * new Adam one), gradients `scale` x (-3 .. 3): it succeeds; where step_bound() stays below
+ * FLT_MAX / 2 the parameters stay finite and the result saves; whatever saves loads again. */
+static void check_step(const uint8_t *file, size_t layer_count, float scale)
+{
+    kd_model *model = NULL;
+    kd_optimizer *opt = NULL;
+    FUZZ_CHECK(kd_checkpoint_load(&model, &opt, input_path, NULL) == KD_OK, "a second load failed");
+    const size_t count = kd_model_parameter_count(model);
+    step_start start = {0.0, 3.0 * scale, 0.0, 0.0, 0};
+    if (opt == NULL) {
+        FUZZ_CHECK(kd_optimizer_create(&opt, KD_OPTIMIZER_ADAM, model, NULL) == KD_OK, "create");
+    } else {
+        const uint8_t *section = file + optimizer_section(layer_count, count);
+        start.steps = le64(section + 64);
+        start.s1 = max_abs_le(section + 72, count);
+        if (kd_optimizer_kind_of(opt) == KD_OPTIMIZER_ADAM)
+            start.s2 = max_abs_le(section + 72 + 4 * count, count);
+    }
+    float *params = NULL, *grads = NULL;
+    FUZZ_CHECK(kd_model_parameters(model, &params) == KD_OK
+                   && kd_model_gradients(model, &grads) == KD_OK,
+               "no parameter or gradient array");
+    for (size_t i = 0; i < count; i++)
+        grads[i] = scale * (float)((int)(i % 7) - 3);
+    start.w = max_abs(params, count);
+    const double bound = step_bound(opt, &start);
+
+    FUZZ_CHECK(kd_optimizer_step(opt, model) == KD_OK, "the step failed");
+    const kd_status saved = kd_checkpoint_save(model, opt, output_path);
+    if (bound < 0.5 * FLT_MAX) {
+        for (size_t i = 0; i < count; i++)
+            FUZZ_CHECK(isfinite(params[i]), "parameter %zu is %g after a step (gradients x %g) "
+                       "although the state bounds the step by %g", i, (double)params[i],
+                       (double)scale, bound);
+        FUZZ_CHECK(saved == KD_OK, "saving after a step: %s", kd_status_string(saved));
+    }
+    FUZZ_CHECK(saved == KD_OK || saved == KD_ERROR_NONFINITE_INPUT, "saving after a step: %s",
+               kd_status_string(saved));
+    if (saved == KD_OK) {
+        kd_model *again = NULL;
+        kd_optimizer *again_opt = NULL;
+        const kd_status status = kd_checkpoint_load(&again, &again_opt, output_path, NULL);
+        FUZZ_CHECK(status == KD_OK, "the file saved after a step does not load: %s",
+                   kd_status_string(status));
+        kd_optimizer_destroy(again_opt);
+        kd_model_destroy(again);
+    }
+    kd_optimizer_destroy(opt);
+    kd_model_destroy(model);
 }
 
 static void check_loaded(const uint8_t *file, size_t size, kd_model *model, kd_optimizer *opt,
@@ -122,9 +235,10 @@ static void check_loaded(const uint8_t *file, size_t size, kd_model *model, kd_o
     FUZZ_CHECK(kd_model_forward(model, x, ROWS, KD_MODE_INFERENCE, z1) == KD_OK, "forward failed");
     FUZZ_CHECK(kd_model_forward(model, x, ROWS, KD_MODE_INFERENCE, z2) == KD_OK, "forward failed");
     FUZZ_CHECK(memcmp(z1, z2, ROWS * outputs * sizeof *z1) == 0, "inference is not deterministic");
-    if (logit_bound(file, layer_count, params) < 0.5 * FLT_MAX)
+    if (activation_bound(file, layer_count, params) < 0.5 * FLT_MAX)
         for (size_t i = 0; i < ROWS * outputs; i++)
-            FUZZ_CHECK(isfinite(z1[i]), "logit %zu is %g although the parameters bound it", i,
+            FUZZ_CHECK(isfinite(z1[i]),
+                       "logit %zu is %g although the parameters bound every layer", i,
                        (double)z1[i]);
     free(z2);
     free(z1);
@@ -138,7 +252,7 @@ static void check_loaded(const uint8_t *file, size_t size, kd_model *model, kd_o
         FUZZ_CHECK(expected != NULL, "harness out of memory");
         memcpy(expected, file, size);
         if (file_has_optimizer) {
-            const size_t section = 24 + 8 * layer_count + 24 + 32 + 8 + 4 * count;
+            const size_t section = optimizer_section(layer_count, count);
             const unsigned used = expected[section] == KD_OPTIMIZER_SGD ? 0x0Fu : 0x79u;
             for (size_t p = 0; p < 7; p++)
                 if (!(used >> p & 1u) && le64(expected + section + 8 + 8 * p) == (uint64_t)1 << 63)
@@ -199,6 +313,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         if (asked_optimizer)
             kd_optimizer_destroy(opt);
         kd_model_destroy(model);
+        check_step(file, (size_t)le64(file + 16), 0.0f);
+        check_step(file, (size_t)le64(file + 16), 0.5f);
         FUZZ_CHECK(counter.live == 0, "%zu blocks leaked after destroy", counter.live);
     }
     free(file);
